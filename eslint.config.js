@@ -1,0 +1,33 @@
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+/**
+ * Layers (docs/architecture.md): core <- storage, format, nbd, export <- store <- cli.
+ * Drivers and libraries never import the CLI; core imports nothing of ours.
+ */
+const layer = (files, forbidden) => ({
+  files,
+  rules: {
+    'no-restricted-imports': [
+      'error',
+      { patterns: forbidden.map((group) => ({ group: [group], message: 'imports must point inwards (docs/architecture.md)' })) },
+    ],
+  },
+});
+
+export default tseslint.config(
+  { ignores: ['dist/', 'node_modules/', 'build/', '.bench/', '.test-tmp/', 'web/dist/'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    languageOptions: { globals: { process: 'readonly', console: 'readonly', Buffer: 'readonly', URL: 'readonly' } },
+    rules: {
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      '@typescript-eslint/consistent-type-imports': 'error',
+      'no-constant-condition': ['error', { checkLoops: false }],
+    },
+  },
+  layer(['src/core/**'], ['**/storage/**', '**/format/**', '**/store/**', '**/cli/**', '**/nbd/**', '**/export/**']),
+  layer(['src/storage/**', 'src/format/**', 'src/nbd/**', 'src/export/**'], ['**/cli/**', '**/store/**']),
+  layer(['src/store/**'], ['**/cli/**']),
+);

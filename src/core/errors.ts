@@ -1,0 +1,137 @@
+/**
+ * One error type for the whole program. Every failure a user can meet carries a
+ * stable `code` from the registry below; the CLI maps codes to exit codes in one
+ * place (src/cli/exit-codes.ts) and docs/errors.md documents every code (a test
+ * keeps the two in step).
+ */
+
+export interface ErrorSpec {
+  /** Process exit code the CLI uses for this error. */
+  readonly exitCode: number;
+  /** Whether repeating the same operation may succeed (network blips, throttling). */
+  readonly retryable: boolean;
+  /** One line for docs/errors.md. */
+  readonly summary: string;
+  /** A hint the CLI prints as "Try: ..." when it helps. */
+  readonly hint?: string;
+}
+
+export const ERROR_CODES = {
+  USAGE: { exitCode: 2, retryable: false, summary: 'The command line or a request is malformed.' },
+  CONFIG_INVALID: { exitCode: 2, retryable: false, summary: 'A configuration value is missing or out of range.' },
+  NOT_FOUND: { exitCode: 3, retryable: false, summary: 'The named object, point, disk or file does not exist.' },
+  STORE_NOT_INITIALIZED: {
+    exitCode: 3,
+    retryable: false,
+    summary: 'The store URL names a place with no Lifeboat store in it.',
+    hint: 'lifeboat store init --store URL',
+  },
+  STORE_EXISTS: { exitCode: 4, retryable: false, summary: 'A store already exists at that URL.' },
+  STORE_UNSUPPORTED_VERSION: {
+    exitCode: 4,
+    retryable: false,
+    summary: 'The store was written by a newer format version than this program reads.',
+  },
+  UNSUPPORTED_SCHEME: { exitCode: 2, retryable: false, summary: 'No storage driver is registered for the URL scheme.' },
+  WRONG_PASSPHRASE: {
+    exitCode: 5,
+    retryable: false,
+    summary: 'No key slot opens with the given passphrase or recovery key.',
+    hint: 'check LIFEBOAT_PASSPHRASE or --passphrase-file; a recovery key opens the store too',
+  },
+  PASSPHRASE_REQUIRED: {
+    exitCode: 5,
+    retryable: false,
+    summary: 'The store is encrypted and no passphrase was given.',
+    hint: 'set LIFEBOAT_PASSPHRASE or pass --passphrase-file FILE',
+  },
+  CORRUPT_OBJECT: {
+    exitCode: 6,
+    retryable: false,
+    summary: 'A stored object failed its authentication or structure check (flipped bytes, truncation).',
+    hint: 'lifeboat store verify --full',
+  },
+  MISSING_OBJECT: {
+    exitCode: 6,
+    retryable: false,
+    summary: 'An object that a recovery point references is absent from the store.',
+    hint: 'lifeboat store verify',
+  },
+  JOURNAL_GAP: {
+    exitCode: 7,
+    retryable: false,
+    summary: 'Journal segments of a disk are not contiguous; the missing sequence numbers are named.',
+  },
+  GENERATION_FENCED: {
+    exitCode: 7,
+    retryable: false,
+    summary: 'A journal segment belongs to a source generation that is no longer current.',
+  },
+  DISK_LOCKED: {
+    exitCode: 8,
+    retryable: true,
+    summary: 'Another writer holds the disk; two writers on one disk are refused.',
+    hint: 'wait for the other writer, or pass --break-lock once you know it is gone',
+  },
+  CONFLICT: { exitCode: 8, retryable: true, summary: 'A concurrent change won a race; repeat the operation.' },
+  SOURCE_UNREADABLE: { exitCode: 9, retryable: false, summary: 'The source disk or image cannot be read (vanished, permission, short read).' },
+  TARGET_UNWRITABLE: { exitCode: 9, retryable: false, summary: 'The restore or export target cannot be written.' },
+  SIZE_MISMATCH: { exitCode: 9, retryable: false, summary: 'A disk or target has a different size than the operation needs.' },
+  STORAGE_UNAVAILABLE: {
+    exitCode: 10,
+    retryable: true,
+    summary: 'The storage service did not answer or answered with a transient error.',
+  },
+  STORAGE_AUTH: { exitCode: 10, retryable: false, summary: 'The storage service refused the credentials.' },
+  STORAGE_PRECONDITION: {
+    exitCode: 8,
+    retryable: false,
+    summary: 'A conditional write found the object already present.',
+  },
+  NBD_PROTOCOL: { exitCode: 11, retryable: false, summary: 'An NBD client broke the protocol.' },
+  INTERNAL: { exitCode: 70, retryable: false, summary: 'A bug: an invariant of the program did not hold.' },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export interface ErrorOptions {
+  cause?: unknown;
+  /** Structured context printed with --json and in logs (never secrets). */
+  details?: Record<string, unknown>;
+  /** Overrides the registry's retryable flag for this instance. */
+  retryable?: boolean;
+}
+
+export class LifeboatError extends Error {
+  readonly code: ErrorCode;
+  readonly retryable: boolean;
+  readonly details: Record<string, unknown>;
+
+  constructor(code: ErrorCode, message: string, options: ErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'LifeboatError';
+    this.code = code;
+    this.retryable = options.retryable ?? ERROR_CODES[code].retryable;
+    this.details = options.details ?? {};
+  }
+
+  get hint(): string | undefined {
+    const spec: ErrorSpec = ERROR_CODES[this.code];
+    return spec.hint;
+  }
+
+  toJSON(): Record<string, unknown> {
+    return { code: this.code, message: this.message, retryable: this.retryable, details: this.details };
+  }
+}
+
+export function isLifeboatError(err: unknown, code?: ErrorCode): err is LifeboatError {
+  return err instanceof LifeboatError && (code === undefined || err.code === code);
+}
+
+/** Wraps any thrown value into a LifeboatError, keeping the original as `cause`. */
+export function asLifeboatError(err: unknown, fallback: ErrorCode = 'INTERNAL'): LifeboatError {
+  if (err instanceof LifeboatError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new LifeboatError(fallback, message, { cause: err });
+}
