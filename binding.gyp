@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "lifeboat_native",
+      "sources": ["native/seek.c"],
+      "cflags": ["-O2", "-Wall"]
+    }
+  ]
+}

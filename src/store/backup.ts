@@ -1,0 +1,174 @@
+import { LifeboatError } from '../core/errors.js';
+import type { BlockSource } from '../core/block-source.js';
+import { CHUNK_ID_BYTES } from '../format/crypto.js';
+import { isZeroId, newDiskIndex, type DiskIndex } from '../format/disk-index.js';
+import type { PointManifest } from '../format/manifest.js';
+import { packKey } from '../format/layout.js';
+import type { PackHeader } from '../format/pack.js';
+import { DiskLock } from './disk-lock.js';
+import { DiskSource } from './disk-source.js';
+import { PackWriter, type NewChunk } from './pack-writer.js';
+import { chunkKey, checkDiskName, type Repository } from './repository.js';
+import { WorkerPool } from './worker-pool.js';
+
+export interface Progress {
+  readonly phase: string;
+  readonly doneBytes: number;
+  readonly totalBytes: number;
+}
+
+export interface BackupOptions {
+  readonly disk: string;
+  readonly consistency?: 'crash' | 'app';
+  /** Ignore earlier points when choosing the parent (chunks are still deduplicated). */
+  readonly noParent?: boolean;
+  readonly breakLock?: boolean;
+  readonly batchBytes?: number;
+  readonly onProgress?: (p: Progress) => void;
+}
+
+export interface BackupResult {
+  readonly manifest: PointManifest;
+  readonly newChunks: number;
+  readonly reusedChunks: number;
+  readonly zeroChunks: number;
+  readonly bytesRead: number;
+  readonly bytesStored: number;
+}
+
+/** Backs up an image file or block device into a new recovery point. */
+export async function backupPath(repo: Repository, sourcePath: string, options: BackupOptions): Promise<BackupResult> {
+  const source = await DiskSource.open(sourcePath);
+  try {
+    return await backupSource(repo, source, options);
+  } finally {
+    await source.close();
+  }
+}
+
+/**
+ * Reads the allocated ranges of `source` in chunk-aligned batches on several
+ * lanes at once, hashes them on the worker pool, stores the chunks the store
+ * does not have yet, and commits index then manifest. Zero and unallocated
+ * chunks get the zero id and are never stored.
+ */
+export async function backupSource(repo: Repository, source: BlockSource, options: BackupOptions): Promise<BackupResult> {
+  checkDiskName(options.disk);
+  const cs = repo.chunkSizeBytes;
+  const size = source.sizeBytes;
+  const lock = await DiskLock.acquire(repo, options.disk, 'backup', { breakLock: options.breakLock });
+  const pool = new WorkerPool(repo.key.idKey);
+  try {
+    const parent = options.noParent ? undefined : await repo.latestPoint(options.disk);
+    const known = await repo.chunkIndex();
+    const index = newDiskIndex(size, cs);
+    const writer = new PackWriter(repo, pool);
+    const batches = await planBatches(source, cs, options.batchBytes ?? 4 * 2 ** 20);
+    const reusedPacks = new Map<string, PackHeader>();
+    let newChunks = 0;
+    let reusedChunks = 0;
+    let bytesRead = 0;
+    let doneBytes = size - batches.reduce((n, b) => n + b.length, 0); // holes count as done
+    let next = 0;
+    options.onProgress?.({ phase: 'backup', doneBytes, totalBytes: size });
+
+    const lane = async (): Promise<void> => {
+      while (next < batches.length) {
+        const batch = batches[next++] as { offset: number; length: number };
+        const buf = Buffer.allocUnsafe(batch.length);
+        if (source instanceof DiskSource) await source.readInto(buf, batch.offset);
+        else (await source.read(batch.offset, batch.length)).copy(buf);
+        bytesRead += batch.length;
+        const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length) as ArrayBuffer;
+        const res = await pool.run({ type: 'hash', buffer: ab, length: batch.length, chunkSizeBytes: cs }, [ab]);
+        if (res.type !== 'hash') throw new LifeboatError('INTERNAL', 'unexpected worker reply');
+        const data = Buffer.from(res.buffer, 0, batch.length);
+        const ids = Buffer.from(res.ids);
+        const firstSlot = batch.offset / cs;
+        const fresh: NewChunk[] = [];
+        for (let i = 0; i * CHUNK_ID_BYTES < ids.length; i++) {
+          const id = ids.subarray(i * CHUNK_ID_BYTES, (i + 1) * CHUNK_ID_BYTES);
+          if (isZeroId(id)) continue;
+          id.copy(index.ids, (firstSlot + i) * CHUNK_ID_BYTES);
+          const loc = known.get(chunkKey(id));
+          if (loc) {
+            reusedChunks++;
+            reusedPacks.set(loc.pack.packId.toString('hex'), loc.pack);
+          } else if (writer.has(id)) reusedChunks++;
+          else {
+            newChunks++;
+            fresh.push({ id: Buffer.from(id), data: data.subarray(i * cs, Math.min((i + 1) * cs, batch.length)) });
+          }
+        }
+        if (fresh.length > 0) await writer.addChunks(fresh);
+        doneBytes += batch.length;
+        options.onProgress?.({ phase: 'backup', doneBytes, totalBytes: size });
+      }
+    };
+    await Promise.all(Array.from({ length: pool.size + 2 }, lane));
+    const written = await writer.finish();
+    if (written.length > 0) await repo.writeIndex(written);
+    await checkPacksStillThere(repo, reusedPacks);
+    await lock.check();
+    const zeroChunks = countZero(index);
+    const manifest = await repo.commitPoint(index, {
+      disk: options.disk,
+      diskSizeBytes: size,
+      chunkSizeBytes: cs,
+      consistency: options.consistency ?? 'crash',
+      parentPointId: parent?.pointId ?? null,
+      source: { generation: parent?.source.generation ?? 0, lastSequence: parent?.source.lastSequence ?? 0 },
+      origin: 'backup',
+      stats: { dataChunks: index.ids.length / CHUNK_ID_BYTES - zeroChunks, zeroChunks, newChunks, bytesRead, bytesStored: writer.bytesStored },
+    });
+    return { manifest, newChunks, reusedChunks, zeroChunks, bytesRead, bytesStored: manifest.stats.bytesStored };
+  } finally {
+    await pool.close();
+    await lock.release();
+  }
+}
+
+/**
+ * Chunk-aligned ranges covering every non-zero extent, cut at `batchBytes`.
+ * Ranges between them are holes: their chunks keep the zero id.
+ */
+export async function planBatches(source: BlockSource, chunkBytes: number, batchBytes: number): Promise<{ offset: number; length: number }[]> {
+  const size = source.sizeBytes;
+  const ranges: { offset: number; end: number }[] = [];
+  for (const e of await source.extents(0, size)) {
+    if (e.zero) continue;
+    const start = Math.floor(e.offset / chunkBytes) * chunkBytes;
+    const end = Math.min(size, Math.ceil((e.offset + e.length) / chunkBytes) * chunkBytes);
+    const last = ranges[ranges.length - 1];
+    if (last && start <= last.end) last.end = Math.max(last.end, end);
+    else ranges.push({ offset: start, end });
+  }
+  const step = Math.max(chunkBytes, Math.floor(batchBytes / chunkBytes) * chunkBytes);
+  const out: { offset: number; length: number }[] = [];
+  for (const r of ranges) {
+    for (let o = r.offset; o < r.end; o += step) out.push({ offset: o, length: Math.min(step, r.end - o) });
+  }
+  return out;
+}
+
+function countZero(index: DiskIndex): number {
+  let n = 0;
+  for (let o = 0; o < index.ids.length; o += CHUNK_ID_BYTES) if (isZeroId(index.ids.subarray(o, o + CHUNK_ID_BYTES))) n++;
+  return n;
+}
+
+/**
+ * A concurrent gc may have swept a pack this writer deduplicated against after
+ * our index was loaded; committing then would make a point with holes in it.
+ */
+export async function checkPacksStillThere(repo: Repository, packs: Map<string, PackHeader>): Promise<void> {
+  const ids = [...packs.keys()];
+  for (let i = 0; i < ids.length; i += 16) {
+    const infos = await Promise.all(ids.slice(i, i + 16).map((id) => repo.storage.stat(packKey(id))));
+    const gone = infos.findIndex((x) => x === undefined);
+    if (gone >= 0) {
+      repo.forgetChunkIndex();
+      throw new LifeboatError('CONFLICT', `pack ${ids[i + gone]} was removed by a concurrent gc; run the backup again`, { retryable: true });
+    }
+  }
+}

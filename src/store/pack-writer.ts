@@ -1,0 +1,234 @@
+import { LifeboatError } from '../core/errors.js';
+import { aad, seal } from '../format/crypto.js';
+import { packKey as packObjectKey } from '../format/layout.js';
+import { encodePackHeader, encodeTrailer, PACK_TRAILER_BYTES, type ChunkRef, type FrameRef, type PackHeader } from '../format/pack.js';
+import { chunkKey, type Repository } from './repository.js';
+import type { WorkerPool } from './worker-pool.js';
+
+export interface NewChunk {
+  readonly id: Buffer;
+  readonly data: Buffer;
+}
+
+export interface PackWriterOptions {
+  /** A pack is closed once this much plaintext has been assigned to it. */
+  targetPackBytes?: number;
+  /** Chunks are sealed together up to this much plaintext per frame. */
+  frameTargetBytes?: number;
+  /** Pack uploads in flight before addChunks() waits. */
+  maxUploads?: number;
+  /** Seal tasks in flight before addChunks() waits. */
+  maxSealTasks?: number;
+}
+
+interface OpenPack {
+  readonly id: Buffer;
+  readonly key: Buffer;
+  plaintextAssigned: number;
+  pendingTasks: number;
+  closed: boolean;
+  readonly parts: Buffer[];
+  dataBytes: number;
+  readonly frames: FrameRef[];
+  readonly chunks: ChunkRef[];
+}
+
+/** The frame-sealing AAD: the pack key already binds frames to their pack. */
+export function frameAad(storeId: string): Buffer {
+  return aad(storeId, 'frame');
+}
+export function packHeaderAad(storeId: string, packIdHex: string): Buffer {
+  return aad(storeId, 'pack', packIdHex);
+}
+
+/**
+ * Turns new chunks into packs: groups chunks into frames, has the worker pool
+ * seal them under the pack's own key, appends sealed frames to the pack, and
+ * uploads each pack once it is full and all its frames are back. Memory is
+ * bounded by the seal-task and upload limits (backpressure in addChunks).
+ */
+export class PackWriter {
+  private current: OpenPack | undefined;
+  private readonly pendingIds = new Set<string>();
+  private readonly uploads = new Set<Promise<void>>();
+  private readonly written: PackHeader[] = [];
+  private sealTasks = 0;
+  private error: unknown;
+  private waiters: (() => void)[] = [];
+  private readonly targetPackBytes: number;
+  private readonly frameTargetBytes: number;
+  private readonly maxUploads: number;
+  private readonly maxSealTasks: number;
+  bytesStored = 0;
+
+  constructor(
+    private readonly repo: Repository,
+    private readonly pool: WorkerPool,
+    options: PackWriterOptions = {},
+  ) {
+    this.targetPackBytes = options.targetPackBytes ?? 16 * 2 ** 20;
+    this.frameTargetBytes = Math.max(options.frameTargetBytes ?? 64 * 1024, repo.chunkSizeBytes);
+    this.maxUploads = options.maxUploads ?? 3;
+    this.maxSealTasks = options.maxSealTasks ?? pool.size * 3;
+  }
+
+  /** True when this writer already holds the chunk (sealed or on its way). */
+  has(id: Buffer): boolean {
+    return this.pendingIds.has(chunkKey(id));
+  }
+
+  /** Accepts chunks that are new to the store. Resolves when there is room for more. */
+  async addChunks(chunks: readonly NewChunk[]): Promise<void> {
+    this.throwIfFailed();
+    let frame: NewChunk[] = [];
+    let frameBytes = 0;
+    let task: NewChunk[][] = [];
+    let taskBytes = 0;
+    const flushTask = (): void => {
+      if (task.length > 0) this.dispatch(task, taskBytes);
+      task = [];
+      taskBytes = 0;
+    };
+    for (const c of chunks) {
+      const k = chunkKey(c.id);
+      if (this.pendingIds.has(k)) continue;
+      this.pendingIds.add(k);
+      if (frameBytes + c.data.length > this.frameTargetBytes && frame.length > 0) {
+        task.push(frame);
+        taskBytes += frameBytes;
+        frame = [];
+        frameBytes = 0;
+        if (taskBytes >= 1024 * 1024) flushTask();
+      }
+      frame.push(c);
+      frameBytes += c.data.length;
+    }
+    if (frame.length > 0) {
+      task.push(frame);
+      taskBytes += frameBytes;
+    }
+    flushTask();
+    while (this.sealTasks >= this.maxSealTasks || this.uploads.size >= this.maxUploads) {
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+      this.throwIfFailed();
+    }
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  private throwIfFailed(): void {
+    if (this.error !== undefined) throw this.error;
+  }
+
+  private packFor(bytes: number): OpenPack {
+    if (!this.current || this.current.plaintextAssigned >= this.targetPackBytes) {
+      if (this.current) this.closePack(this.current);
+      const id = this.repo.newPackId();
+      this.current = {
+        id,
+        key: this.repo.key.packKey(id),
+        plaintextAssigned: 0,
+        pendingTasks: 0,
+        closed: false,
+        parts: [],
+        dataBytes: 0,
+        frames: [],
+        chunks: [],
+      };
+    }
+    this.current.plaintextAssigned += bytes;
+    return this.current;
+  }
+
+  private dispatch(frames: NewChunk[][], bytes: number): void {
+    const pack = this.packFor(bytes);
+    pack.pendingTasks++;
+    this.sealTasks++;
+    const buffers = frames.map((f) => {
+      const joined = Buffer.concat(f.map((c) => c.data));
+      return joined.buffer.slice(joined.byteOffset, joined.byteOffset + joined.length) as ArrayBuffer;
+    });
+    this.pool
+      .run({ type: 'seal', key: new Uint8Array(pack.key), aad: new Uint8Array(frameAad(this.repo.config.storeId)), frames: buffers }, buffers)
+      .then((res) => {
+        if (res.type !== 'seal') throw new LifeboatError('INTERNAL', 'unexpected worker reply');
+        res.envelopes.forEach((env, i) => {
+          const frameIndex = pack.frames.length;
+          const sealed = Buffer.from(env);
+          pack.frames.push({ offset: pack.dataBytes, length: sealed.length });
+          pack.parts.push(sealed);
+          pack.dataBytes += sealed.length;
+          let inner = 0;
+          for (const c of frames[i] as NewChunk[]) {
+            pack.chunks.push({ id: c.id, frame: frameIndex, innerOffset: inner, length: c.data.length });
+            inner += c.data.length;
+          }
+        });
+        pack.pendingTasks--;
+        if (pack.closed && pack.pendingTasks === 0) this.upload(pack);
+      })
+      .catch((err: unknown) => {
+        this.error ??= err;
+      })
+      .finally(() => {
+        this.sealTasks--;
+        this.wake();
+      });
+  }
+
+  private closePack(pack: OpenPack): void {
+    pack.closed = true;
+    if (pack.pendingTasks === 0) this.upload(pack);
+  }
+
+  private upload(pack: OpenPack): void {
+    if (pack.chunks.length === 0) return;
+    const idHex = pack.id.toString('hex');
+    const headerPlainBytes = encodePackHeader({ packId: pack.id, sizeBytes: 0, createdAtMs: 0, frames: pack.frames, chunks: pack.chunks }).length;
+    // Sealed without compression, the header's envelope size is known in advance, so the header can state the pack's total size.
+    const sizeBytes = pack.dataBytes + headerPlainBytes + 30 + PACK_TRAILER_BYTES;
+    const header: PackHeader = {
+      packId: pack.id,
+      sizeBytes,
+      createdAtMs: this.repo.clock.now().getTime(),
+      frames: pack.frames,
+      chunks: pack.chunks,
+    };
+    const sealedHeader = seal(pack.key, encodePackHeader(header), packHeaderAad(this.repo.config.storeId, idHex), false);
+    const body = Buffer.concat([...pack.parts, sealedHeader, encodeTrailer(sealedHeader.length)]);
+    if (body.length !== sizeBytes) throw new LifeboatError('INTERNAL', `pack size ${body.length} != computed ${sizeBytes}`);
+    pack.parts.length = 0;
+    const p = this.repo.storage
+      .put(packObjectKey(idHex), body)
+      .then(() => {
+        this.written.push(header);
+        this.bytesStored += body.length;
+      })
+      .catch((err: unknown) => {
+        this.error ??= err;
+      })
+      .finally(() => {
+        this.uploads.delete(p);
+        this.wake();
+      });
+    this.uploads.add(p);
+  }
+
+  /** Seals and uploads everything accepted so far; returns the headers of the packs written. */
+  async finish(): Promise<PackHeader[]> {
+    while (this.sealTasks > 0) {
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    }
+    if (this.current) {
+      this.closePack(this.current);
+      this.current = undefined;
+    }
+    while (this.uploads.size > 0) await Promise.all([...this.uploads]);
+    this.throwIfFailed();
+    return [...this.written];
+  }
+}
