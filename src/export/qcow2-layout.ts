@@ -41,13 +41,22 @@ export function qcow2L1Entries(sizeBytes: number): number {
 }
 
 /**
+ * The guest size the header records: qemu drops a trailing partial sector, so the
+ * size is rounded up to 512 bytes; the padding reads as zeros.
+ */
+export function qcow2VirtualSize(sourceBytes: number): number {
+  return Math.ceil(sourceBytes / 512) * 512;
+}
+
+/**
  * Places the metadata: header cluster, refcount table, L1 table, refcount blocks,
  * L2 tables, then data clusters, each region contiguous. The refcount blocks must
  * cover every cluster including themselves, hence the fixed-point loop.
  */
 export function planQcow2(sizeBytes: number, dataClusters: number, l2Tables: number): Qcow2Layout {
   const l1Entries = qcow2L1Entries(sizeBytes);
-  const l1Clusters = Math.max(1, clustersFor(l1Entries * 8));
+  // An empty disk has no L1 table at all (offset 0): a cluster for it would be a leak.
+  const l1Clusters = clustersFor(l1Entries * 8);
   let refcountBlocks = 1;
   let refcountTableClusters = 1;
   let totalClusters = 0;
@@ -70,7 +79,7 @@ export function planQcow2(sizeBytes: number, dataClusters: number, l2Tables: num
     l1Entries,
     refcountTableOffset,
     refcountTableClusters,
-    l1Offset,
+    l1Offset: l1Clusters === 0 ? 0 : l1Offset,
     l1Clusters,
     refcountBlocksOffset,
     refcountBlocks,

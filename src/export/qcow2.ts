@@ -11,6 +11,7 @@ import {
   planQcow2,
   qcow2L1Entries,
   qcow2Pointer,
+  qcow2VirtualSize,
   type Qcow2Layout,
 } from './qcow2-layout.js';
 
@@ -34,7 +35,8 @@ export interface Qcow2WriteOptions {
  * between the two passes.
  */
 export async function writeQcow2(source: BlockSource, handle: FileHandle, options: Qcow2WriteOptions = {}): Promise<void> {
-  const perL2 = new Uint32Array(qcow2L1Entries(source.sizeBytes));
+  const virtualSize = qcow2VirtualSize(source.sizeBytes);
+  const perL2 = new Uint32Array(qcow2L1Entries(virtualSize));
   let dataClusters = 0;
   for await (const run of allocatedRuns(source, QCOW2_CLUSTER_BYTES)) {
     forEachL2Slice(run, (l1Index, count) => {
@@ -43,7 +45,7 @@ export async function writeQcow2(source: BlockSource, handle: FileHandle, option
     });
   }
   const l2Tables = perL2.reduce((n, c) => (c > 0 ? n + 1 : n), 0);
-  const layout = planQcow2(source.sizeBytes, dataClusters, l2Tables);
+  const layout = planQcow2(virtualSize, dataClusters, l2Tables);
 
   await writeAt(handle, encodeQcow2Header(layout), 0);
   await writeRefcounts(handle, layout);
