@@ -53,6 +53,17 @@ function assertCheckCleanOrUnsupported(path: string): void {
 }
 
 /**
+ * qemu 7.2 sizes VHDs from creators it does not know as Hyper-V-like (ours: "lbt ")
+ * by CHS geometry, a little different from current_size; a change proposed on
+ * qemu-devel uses current_size for every creator but "vpc " and "qemu". Either is
+ * accepted, nothing else.
+ */
+function assertQemuDefaultSize(reported: number, currentSize: number): void {
+  const chs = chsBytes(vhdGeometry(currentSize));
+  assert.ok(reported === chs || reported === currentSize, `qemu reports ${reported}; CHS ${chs}, current size ${currentSize}`);
+}
+
+/**
  * What qemu shows without options is the disk sized by CHS: when that is below the
  * source size it must equal the source cut there, otherwise the source followed by zeros.
  */
@@ -124,9 +135,7 @@ describe('VHD export', () => {
 
     const info = qemuInfo(out, 'vpc');
     assert.equal(info.format, 'vpc');
-    // qemu sizes VHDs from unknown creators by CHS geometry, which is below current_size here.
-    assert.equal(info['virtual-size'], chsBytes(vhdGeometry(size)));
-    assert.ok(info['virtual-size'] < size);
+    assertQemuDefaultSize(info['virtual-size'], size);
     const full = JSON.parse(qemuImg(['info', '--output=json', '--image-opts', byCurrentSize(out)])) as { 'virtual-size': number };
     assert.equal(full['virtual-size'], size);
     assert.match(qemuImg(['compare', '--image-opts', `driver=raw,file.filename=${src}`, byCurrentSize(out)]), /Images are identical/);
@@ -175,7 +184,7 @@ describe('VHD export', () => {
 
     const info = qemuInfo(out, 'vpc');
     assert.equal(info.format, 'vpc');
-    assert.equal(info['virtual-size'], chsBytes(vhdGeometry(ODD)));
+    assertQemuDefaultSize(info['virtual-size'], ODD);
     assertDefaultViewMatches(src, ODD, out, info['virtual-size']);
     assert.match(qemuImg(['compare', '--image-opts', `driver=raw,file.filename=${src}`, byCurrentSize(out)]), /Images are identical/);
     assert.ok(fileSize < 8 * (VHD_BLOCK_BYTES + 4096) && allocatedBytes(out) < 6 * MiB, `file ${fileSize} bytes, allocated ${allocatedBytes(out)}`);
