@@ -92,12 +92,12 @@ export async function readLock(repo: Repository, disk: string): Promise<LockReco
 }
 
 /** Locks refreshed within the TTL: writers that may still reference what gc sees as garbage. */
-export async function activeLocks(repo: Repository): Promise<LockRecord[]> {
-  const out: LockRecord[] = [];
+export async function activeLocks(repo: Repository): Promise<(LockRecord & { disk: string })[]> {
+  const out: (LockRecord & { disk: string })[] = [];
   for await (const info of repo.storage.list(LOCKS_PREFIX)) {
     const disk = info.key.slice(LOCKS_PREFIX.length);
     const rec = await readLock(repo, disk);
-    if (rec && repo.clock.now().getTime() - Date.parse(rec.refreshedAt) < LOCK_TTL_MS) out.push(rec);
+    if (rec && repo.clock.now().getTime() - Date.parse(rec.refreshedAt) < LOCK_TTL_MS) out.push({ ...rec, disk });
   }
   return out;
 }
