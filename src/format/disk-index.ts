@@ -32,8 +32,9 @@ export function chunkIdAt(index: DiskIndex, slot: number): Buffer {
   return index.ids.subarray(slot * CHUNK_ID_BYTES, (slot + 1) * CHUNK_ID_BYTES);
 }
 
-export function isZeroId(id: Buffer): boolean {
-  return id.equals(ZERO_ID);
+/** True for the all-zero id (a chunk that reads as zeros) at `offset` of `ids`. */
+export function isZeroId(ids: Buffer, offset = 0): boolean {
+  return ids.readBigUInt64LE(offset) === 0n && ids.readBigUInt64LE(offset + 8) === 0n;
 }
 
 export function encodeDiskIndex(index: DiskIndex): Buffer {

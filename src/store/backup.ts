@@ -7,8 +7,8 @@ import { packKey } from '../format/layout.js';
 import type { PackHeader } from '../format/pack.js';
 import { DiskLock } from './disk-lock.js';
 import { DiskSource } from './disk-source.js';
-import { PackWriter, type NewChunk } from './pack-writer.js';
-import { chunkKey, checkDiskName, type Repository } from './repository.js';
+import { PackWriter, type BatchChunk } from './pack-writer.js';
+import { checkDiskName, type Repository } from './repository.js';
 import { WorkerPool } from './worker-pool.js';
 
 export interface Progress {
@@ -64,7 +64,8 @@ export async function backupSource(repo: Repository, source: BlockSource, option
     const index = newDiskIndex(size, cs);
     const writer = new PackWriter(repo, pool);
     const batches = await planBatches(source, cs, options.batchBytes ?? 4 * 2 ** 20);
-    const reusedPacks = new Map<string, PackHeader>();
+    const reusedPacks = new Set<PackHeader>();
+    let nextBatchId = 1;
     let newChunks = 0;
     let reusedChunks = 0;
     let bytesRead = 0;
@@ -80,27 +81,26 @@ export async function backupSource(repo: Repository, source: BlockSource, option
         else (await source.read(batch.offset, batch.length)).copy(buf);
         bytesRead += batch.length;
         const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length) as ArrayBuffer;
-        const res = await pool.run({ type: 'hash', buffer: ab, length: batch.length, chunkSizeBytes: cs }, [ab]);
+        const batchId = nextBatchId++;
+        const res = await pool.run({ type: 'hash', batchId, buffer: ab, length: batch.length, chunkSizeBytes: cs }, [ab]);
         if (res.type !== 'hash') throw new LifeboatError('INTERNAL', 'unexpected worker reply');
-        const data = Buffer.from(res.buffer, 0, batch.length);
         const ids = Buffer.from(res.ids);
         const firstSlot = batch.offset / cs;
-        const fresh: NewChunk[] = [];
-        for (let i = 0; i * CHUNK_ID_BYTES < ids.length; i++) {
-          const id = ids.subarray(i * CHUNK_ID_BYTES, (i + 1) * CHUNK_ID_BYTES);
-          if (isZeroId(id)) continue;
-          id.copy(index.ids, (firstSlot + i) * CHUNK_ID_BYTES);
-          const loc = known.get(chunkKey(id));
+        const fresh: BatchChunk[] = [];
+        for (let i = 0, o = 0; o < ids.length; i++, o += CHUNK_ID_BYTES) {
+          if (isZeroId(ids, o)) continue;
+          ids.copy(index.ids, (firstSlot + i) * CHUNK_ID_BYTES, o, o + CHUNK_ID_BYTES);
+          const loc = known.get(ids, o);
           if (loc) {
             reusedChunks++;
-            reusedPacks.set(loc.pack.packId.toString('hex'), loc.pack);
-          } else if (writer.has(id)) reusedChunks++;
+            reusedPacks.add(loc.pack);
+          } else if (writer.has(ids.subarray(o, o + CHUNK_ID_BYTES))) reusedChunks++;
           else {
             newChunks++;
-            fresh.push({ id: Buffer.from(id), data: data.subarray(i * cs, Math.min((i + 1) * cs, batch.length)) });
+            fresh.push({ id: ids.subarray(o, o + CHUNK_ID_BYTES), offset: i * cs, length: Math.min(cs, batch.length - i * cs) });
           }
         }
-        if (fresh.length > 0) await writer.addChunks(fresh);
+        await writer.addBatch({ worker: res.worker, batchId }, fresh);
         doneBytes += batch.length;
         options.onProgress?.({ phase: 'backup', doneBytes, totalBytes: size });
       }
@@ -161,8 +161,8 @@ function countZero(index: DiskIndex): number {
  * A concurrent gc may have swept a pack this writer deduplicated against after
  * our index was loaded; committing then would make a point with holes in it.
  */
-export async function checkPacksStillThere(repo: Repository, packs: Map<string, PackHeader>): Promise<void> {
-  const ids = [...packs.keys()];
+export async function checkPacksStillThere(repo: Repository, packs: Set<PackHeader> | Map<string, PackHeader>): Promise<void> {
+  const ids = packs instanceof Map ? [...packs.keys()] : [...packs].map((p) => p.packId.toString('hex'));
   for (let i = 0; i < ids.length; i += 16) {
     const infos = await Promise.all(ids.slice(i, i + 16).map((id) => repo.storage.stat(packKey(id))));
     const gone = infos.findIndex((x) => x === undefined);

@@ -1,52 +1,93 @@
 /**
- * Worker thread for the CPU-heavy half of backup and journal processing:
- * hashing chunks into keyed ids (with zero detection) and sealing frames
- * (compress, then encrypt). Buffers travel by transfer, never by copy.
+ * Worker thread for the CPU-heavy work of backup, journal processing and
+ * reading: hashing chunks into keyed ids (with zero detection), sealing frames
+ * (compress, then encrypt) and opening them. Buffers travel by transfer, never
+ * by copy. A hashed batch stays in the worker until its seal request says which
+ * of its chunks are new, so chunk data crosses threads only once, compressed.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { ChunkHasher, CHUNK_ID_BYTES, seal } from '../format/crypto.js';
+import { ChunkHasher, CHUNK_ID_BYTES, open, seal } from '../format/crypto.js';
 
 export type WorkerRequest =
-  | { type: 'hash'; taskId: number; buffer: ArrayBuffer; length: number; chunkSizeBytes: number }
-  | { type: 'seal'; taskId: number; key: Uint8Array; aad: Uint8Array; frames: ArrayBuffer[] };
+  | { type: 'hash'; taskId: number; batchId: number; buffer: ArrayBuffer; length: number; chunkSizeBytes: number }
+  /**
+   * Seals frames. Their plaintext is either given (`frames`) or gathered from a
+   * kept batch: `layout` lists, per frame, a chunk count then (offset, length)
+   * pairs into the batch. The batch is released afterwards.
+   */
+  | { type: 'seal'; taskId: number; key: Uint8Array; aad: Uint8Array; frames?: ArrayBuffer[]; batchId?: number; layout?: Uint32Array }
+  /** Opens the frames at (offset, length) pairs of `buffer`. */
+  | { type: 'open'; taskId: number; key: Uint8Array; aad: Uint8Array; buffer: ArrayBuffer; spans: Uint32Array; what: string };
 
 export type WorkerResponse =
-  | { type: 'hash'; taskId: number; ids: ArrayBuffer; buffer: ArrayBuffer }
+  | { type: 'hash'; taskId: number; ids: ArrayBuffer }
   | { type: 'seal'; taskId: number; envelopes: ArrayBuffer[] }
-  | { type: 'error'; taskId: number; message: string };
+  | { type: 'open'; taskId: number; plaintexts: ArrayBuffer[] }
+  | { type: 'error'; taskId: number; message: string; code?: string };
 
 const hasher = new ChunkHasher(Buffer.from(workerData.idKey as Uint8Array));
+const batches = new Map<number, Buffer>();
 let zero = Buffer.alloc(0);
 
-function toArrayBuffer(b: Buffer): ArrayBuffer {
+function transferable(b: Buffer): ArrayBuffer {
   if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer) return b.buffer;
   const copy = new ArrayBuffer(b.length);
   new Uint8Array(copy).set(b);
   return copy;
 }
 
+function handle(req: WorkerRequest): void {
+  if (req.type === 'hash') {
+    const data = Buffer.from(req.buffer, 0, req.length);
+    const n = Math.ceil(req.length / req.chunkSizeBytes);
+    const ids = Buffer.alloc(n * CHUNK_ID_BYTES);
+    if (zero.length !== req.chunkSizeBytes) zero = Buffer.alloc(req.chunkSizeBytes);
+    for (let i = 0; i < n; i++) {
+      const chunk = data.subarray(i * req.chunkSizeBytes, Math.min((i + 1) * req.chunkSizeBytes, req.length));
+      if (chunk.equals(zero.subarray(0, chunk.length))) continue; // zero chunk: all-zero id
+      hasher.id(chunk).copy(ids, i * CHUNK_ID_BYTES);
+    }
+    batches.set(req.batchId, data);
+    const res: WorkerResponse = { type: 'hash', taskId: req.taskId, ids: transferable(ids) };
+    parentPort?.postMessage(res, [res.ids]);
+  } else if (req.type === 'seal') {
+    const key = Buffer.from(req.key);
+    const aadBuf = Buffer.from(req.aad);
+    const plaintexts: Buffer[] = (req.frames ?? []).map((f) => Buffer.from(f));
+    if (req.batchId !== undefined) {
+      const batch = batches.get(req.batchId);
+      batches.delete(req.batchId);
+      const layout = req.layout ?? new Uint32Array(0);
+      if (!batch && layout.length > 0) throw new Error(`batch ${req.batchId} is not held by this worker`);
+      for (let i = 0; i < layout.length; ) {
+        const count = layout[i++] as number;
+        const parts: Buffer[] = [];
+        for (let c = 0; c < count; c++, i += 2) parts.push((batch as Buffer).subarray(layout[i] as number, (layout[i] as number) + (layout[i + 1] as number)));
+        plaintexts.push(parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts));
+      }
+    }
+    const envelopes = plaintexts.map((p) => transferable(seal(key, p, aadBuf)));
+    const res: WorkerResponse = { type: 'seal', taskId: req.taskId, envelopes };
+    parentPort?.postMessage(res, envelopes);
+  } else {
+    const key = Buffer.from(req.key);
+    const aadBuf = Buffer.from(req.aad);
+    const buf = Buffer.from(req.buffer);
+    const plaintexts: ArrayBuffer[] = [];
+    for (let i = 0; i < req.spans.length; i += 2) {
+      const start = req.spans[i] as number;
+      plaintexts.push(transferable(open(key, buf.subarray(start, start + (req.spans[i + 1] as number)), aadBuf, req.what)));
+    }
+    const res: WorkerResponse = { type: 'open', taskId: req.taskId, plaintexts };
+    parentPort?.postMessage(res, plaintexts);
+  }
+}
+
 parentPort?.on('message', (req: WorkerRequest) => {
   try {
-    if (req.type === 'hash') {
-      const data = Buffer.from(req.buffer, 0, req.length);
-      const n = Math.ceil(req.length / req.chunkSizeBytes);
-      const ids = Buffer.alloc(n * CHUNK_ID_BYTES);
-      if (zero.length !== req.chunkSizeBytes) zero = Buffer.alloc(req.chunkSizeBytes);
-      for (let i = 0; i < n; i++) {
-        const chunk = data.subarray(i * req.chunkSizeBytes, Math.min((i + 1) * req.chunkSizeBytes, req.length));
-        if (chunk.equals(zero.subarray(0, chunk.length))) continue; // zero chunk: all-zero id
-        hasher.id(chunk).copy(ids, i * CHUNK_ID_BYTES);
-      }
-      const res: WorkerResponse = { type: 'hash', taskId: req.taskId, ids: toArrayBuffer(ids), buffer: req.buffer };
-      parentPort?.postMessage(res, [res.ids, res.buffer]);
-    } else {
-      const key = Buffer.from(req.key);
-      const aadBuf = Buffer.from(req.aad);
-      const envelopes = req.frames.map((f) => toArrayBuffer(seal(key, Buffer.from(f), aadBuf)));
-      const res: WorkerResponse = { type: 'seal', taskId: req.taskId, envelopes };
-      parentPort?.postMessage(res, envelopes);
-    }
+    handle(req);
   } catch (err) {
-    parentPort?.postMessage({ type: 'error', taskId: req.taskId, message: (err as Error).message } satisfies WorkerResponse);
+    const e = err as Error & { code?: string };
+    parentPort?.postMessage({ type: 'error', taskId: req.taskId, message: e.message, code: e.code } satisfies WorkerResponse);
   }
 });

@@ -4,7 +4,8 @@ import { DATA_PREFIX, INDEX_PREFIX, LOCKS_PREFIX, packIdFromKey, packKey, parseP
 import { decodeIndex, type PackHeader } from '../format/pack.js';
 import { activeLocks, LOCK_TTL_MS } from './disk-lock.js';
 import { listSegments } from './journal.js';
-import { chunkKey, type Repository } from './repository.js';
+import { ChunkIdMap } from './chunk-map.js';
+import type { Repository } from './repository.js';
 
 export interface GcOptions {
   /** Objects younger than this are never deleted: a writer may be about to reference them. */
@@ -44,7 +45,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
   const deferred = writers.length > 0;
 
   // Mark.
-  const live = new Set<string>();
+  const live = new ChunkIdMap<true>();
   const manifests = new Set<string>();
   const orphanIndexes: string[] = [];
   const pointIndexes: { key: string; modified: number }[] = [];
@@ -60,8 +61,7 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
   for (const manifest of await repo.listPoints()) {
     const index = await repo.readPointIndex(manifest);
     for (let o = 0; o < index.ids.length; o += CHUNK_ID_BYTES) {
-      const id = index.ids.subarray(o, o + CHUNK_ID_BYTES);
-      if (!isZeroId(id)) live.add(chunkKey(id));
+      if (!isZeroId(index.ids, o)) live.add(index.ids, o, true);
     }
   }
 
@@ -75,12 +75,12 @@ export async function collectGarbage(repo: Repository, options: GcOptions = {}):
     for (const h of headers) {
       const id = h.packId.toString('hex');
       indexed.add(id);
-      if (h.chunks.some((c) => live.has(chunkKey(c.id)))) livePacks++;
+      if (h.chunks.some((c) => live.has(c.id))) livePacks++;
       else if (h.createdAtMs < cutoff && !deferred) dead.add(id);
     }
   }
   // A pack listed live in one index object is live, even if another copy of its header looks dead.
-  for (const { headers } of indexes) for (const h of headers) if (h.chunks.some((c) => live.has(chunkKey(c.id)))) dead.delete(h.packId.toString('hex'));
+  for (const { headers } of indexes) for (const h of headers) if (h.chunks.some((c) => live.has(c.id))) dead.delete(h.packId.toString('hex'));
 
   let rewrittenIndexes = 0;
   let deletedPacks = 0;

@@ -7,7 +7,7 @@ import { decodeSegment, encodeSegment, type JournalSegment, type SegmentExtent }
 import { DiskLock } from './disk-lock.js';
 import { PackWriter, type NewChunk } from './pack-writer.js';
 import { PointReader } from './point-reader.js';
-import { chunkKey, checkDiskName, type Repository } from './repository.js';
+import { checkDiskName, type Repository } from './repository.js';
 import { WorkerPool } from './worker-pool.js';
 
 export interface SegmentInfo {
@@ -144,7 +144,7 @@ export async function processJournal(repo: Repository, disk: string, options: Pr
     for (const info of run) segments.push(await readSegment(repo, disk, info));
     const size = (segments[segments.length - 1] as JournalSegment).diskSizeBytes;
     const cs = repo.chunkSizeBytes;
-    const reader = base ? await PointReader.open(repo, base) : undefined;
+    const reader = base ? await PointReader.open(repo, base, { workers: 0 }) : undefined;
     const index = resizedIndex(base && reader ? await repo.readPointIndex(base) : undefined, size, cs);
 
     // Patch every touched chunk, in segment then extent order (later writes win).
@@ -179,7 +179,7 @@ export async function processJournal(repo: Repository, disk: string, options: Pr
       }
       const id = hasher.id(data);
       id.copy(target);
-      if (!known.has(chunkKey(id)) && !writer.has(id) && !fresh.some((c) => c.id.equals(id))) {
+      if (!known.has(id) && !writer.has(id) && !fresh.some((c) => c.id.equals(id))) {
         fresh.push({ id, data });
         newChunks++;
       }

@@ -2,12 +2,27 @@ import { LifeboatError } from '../core/errors.js';
 import { aad, seal } from '../format/crypto.js';
 import { packKey as packObjectKey } from '../format/layout.js';
 import { encodePackHeader, encodeTrailer, PACK_TRAILER_BYTES, type ChunkRef, type FrameRef, type PackHeader } from '../format/pack.js';
-import { chunkKey, type Repository } from './repository.js';
-import type { WorkerPool } from './worker-pool.js';
+import { ChunkIdMap } from './chunk-map.js';
+import type { Repository } from './repository.js';
+import type { PoolRequest, WorkerPool } from './worker-pool.js';
 
+/** A new chunk whose bytes are in this thread. */
 export interface NewChunk {
   readonly id: Buffer;
   readonly data: Buffer;
+}
+
+/** A new chunk whose bytes sit in a batch a worker hashed and still holds. */
+export interface BatchChunk {
+  readonly id: Buffer;
+  readonly offset: number;
+  readonly length: number;
+}
+
+type FrameChunk = NewChunk | BatchChunk;
+
+function chunkLength(c: FrameChunk): number {
+  return 'data' in c ? c.data.length : c.length;
 }
 
 export interface PackWriterOptions {
@@ -23,7 +38,7 @@ export interface PackWriterOptions {
 
 interface OpenPack {
   readonly id: Buffer;
-  readonly key: Buffer;
+  readonly key: Uint8Array;
   plaintextAssigned: number;
   pendingTasks: number;
   closed: boolean;
@@ -49,7 +64,7 @@ export function packHeaderAad(storeId: string, packIdHex: string): Buffer {
  */
 export class PackWriter {
   private current: OpenPack | undefined;
-  private readonly pendingIds = new Set<string>();
+  private readonly pendingIds = new ChunkIdMap<true>();
   private readonly uploads = new Set<Promise<void>>();
   private readonly written: PackHeader[] = [];
   private sealTasks = 0;
@@ -60,6 +75,7 @@ export class PackWriter {
   private readonly maxUploads: number;
   private readonly maxSealTasks: number;
   bytesStored = 0;
+  private readonly aad: Uint8Array;
 
   constructor(
     private readonly repo: Repository,
@@ -70,44 +86,78 @@ export class PackWriter {
     this.frameTargetBytes = Math.max(options.frameTargetBytes ?? 64 * 1024, repo.chunkSizeBytes);
     this.maxUploads = options.maxUploads ?? 3;
     this.maxSealTasks = options.maxSealTasks ?? pool.size * 3;
+    this.aad = new Uint8Array(frameAad(repo.config.storeId));
   }
 
   /** True when this writer already holds the chunk (sealed or on its way). */
   has(id: Buffer): boolean {
-    return this.pendingIds.has(chunkKey(id));
+    return this.pendingIds.has(id);
   }
 
   /** Accepts chunks that are new to the store. Resolves when there is room for more. */
   async addChunks(chunks: readonly NewChunk[]): Promise<void> {
     this.throwIfFailed();
-    let frame: NewChunk[] = [];
-    let frameBytes = 0;
-    let task: NewChunk[][] = [];
-    let taskBytes = 0;
-    const flushTask = (): void => {
-      if (task.length > 0) this.dispatch(task, taskBytes);
-      task = [];
-      taskBytes = 0;
-    };
+    const fresh = chunks.filter((c) => this.pendingIds.add(c.id, 0, true));
+    for (const frames of this.group(fresh, 1024 * 1024)) {
+      const bytes = frames.reduce((n, f) => n + f.reduce((m, c) => m + c.data.length, 0), 0);
+      const buffers = frames.map((f) => {
+        const joined = f.length === 1 ? Buffer.from((f[0] as NewChunk).data) : Buffer.concat(f.map((c) => c.data));
+        return joined.buffer.slice(joined.byteOffset, joined.byteOffset + joined.length) as ArrayBuffer;
+      });
+      this.dispatch(frames, bytes, (pack) => ({ type: 'seal', key: pack.key, aad: this.aad, frames: buffers }), buffers);
+    }
+    await this.room();
+  }
+
+  /**
+   * Accepts the new chunks of a batch `worker` hashed and holds. Must be called
+   * once for every hashed batch, with no chunks too, so the worker lets go of it.
+   */
+  async addBatch(batch: { readonly worker: number; readonly batchId: number }, chunks: readonly BatchChunk[]): Promise<void> {
+    this.throwIfFailed();
+    const fresh = chunks.filter((c) => this.pendingIds.add(c.id, 0, true));
+    const frames = this.group(fresh, Infinity)[0] ?? [];
+    const layout: number[] = [];
+    for (const f of frames) {
+      layout.push(f.length);
+      for (const c of f) layout.push(c.offset, c.length);
+    }
+    const bytes = fresh.reduce((n, c) => n + c.length, 0);
+    const req = (pack: OpenPack): PoolRequest => ({ type: 'seal', key: pack.key, aad: this.aad, batchId: batch.batchId, layout: Uint32Array.from(layout) });
+    if (frames.length === 0) void this.pool.run(req({ key: new Uint8Array(32) } as OpenPack), [], batch.worker).catch((err: unknown) => void (this.error ??= err));
+    else this.dispatch(frames, bytes, req, [], batch.worker);
+    await this.room();
+  }
+
+  /** Frames of at most frameTargetBytes, gathered into tasks of about taskBytes. */
+  private group<C extends FrameChunk>(chunks: readonly C[], taskBytes: number): C[][][] {
+    const len = chunkLength;
+    const tasks: C[][][] = [];
+    let task: C[][] = [];
+    let taskLen = 0;
+    let frame: C[] = [];
+    let frameLen = 0;
     for (const c of chunks) {
-      const k = chunkKey(c.id);
-      if (this.pendingIds.has(k)) continue;
-      this.pendingIds.add(k);
-      if (frameBytes + c.data.length > this.frameTargetBytes && frame.length > 0) {
+      if (frameLen + len(c) > this.frameTargetBytes && frame.length > 0) {
         task.push(frame);
-        taskBytes += frameBytes;
+        taskLen += frameLen;
         frame = [];
-        frameBytes = 0;
-        if (taskBytes >= 1024 * 1024) flushTask();
+        frameLen = 0;
+        if (taskLen >= taskBytes) {
+          tasks.push(task);
+          task = [];
+          taskLen = 0;
+        }
       }
       frame.push(c);
-      frameBytes += c.data.length;
+      frameLen += len(c);
     }
-    if (frame.length > 0) {
-      task.push(frame);
-      taskBytes += frameBytes;
-    }
-    flushTask();
+    if (frame.length > 0) task.push(frame);
+    if (task.length > 0) tasks.push(task);
+    return tasks;
+  }
+
+  private async room(): Promise<void> {
     while (this.sealTasks >= this.maxSealTasks || this.uploads.size >= this.maxUploads) {
       await new Promise<void>((resolve) => this.waiters.push(resolve));
       this.throwIfFailed();
@@ -130,7 +180,7 @@ export class PackWriter {
       const id = this.repo.newPackId();
       this.current = {
         id,
-        key: this.repo.key.packKey(id),
+        key: new Uint8Array(this.repo.key.packKey(id)),
         plaintextAssigned: 0,
         pendingTasks: 0,
         closed: false,
@@ -144,16 +194,12 @@ export class PackWriter {
     return this.current;
   }
 
-  private dispatch(frames: NewChunk[][], bytes: number): void {
+  private dispatch(frames: readonly (readonly FrameChunk[])[], bytes: number, request: (pack: OpenPack) => PoolRequest, transfer: ArrayBuffer[], worker?: number): void {
     const pack = this.packFor(bytes);
     pack.pendingTasks++;
     this.sealTasks++;
-    const buffers = frames.map((f) => {
-      const joined = Buffer.concat(f.map((c) => c.data));
-      return joined.buffer.slice(joined.byteOffset, joined.byteOffset + joined.length) as ArrayBuffer;
-    });
     this.pool
-      .run({ type: 'seal', key: new Uint8Array(pack.key), aad: new Uint8Array(frameAad(this.repo.config.storeId)), frames: buffers }, buffers)
+      .run(request(pack), transfer, worker)
       .then((res) => {
         if (res.type !== 'seal') throw new LifeboatError('INTERNAL', 'unexpected worker reply');
         res.envelopes.forEach((env, i) => {
@@ -163,9 +209,10 @@ export class PackWriter {
           pack.parts.push(sealed);
           pack.dataBytes += sealed.length;
           let inner = 0;
-          for (const c of frames[i] as NewChunk[]) {
-            pack.chunks.push({ id: c.id, frame: frameIndex, innerOffset: inner, length: c.data.length });
-            inner += c.data.length;
+          for (const c of frames[i] as FrameChunk[]) {
+            const length = chunkLength(c);
+            pack.chunks.push({ id: c.id, frame: frameIndex, innerOffset: inner, length });
+            inner += length;
           }
         });
         pack.pendingTasks--;
@@ -198,7 +245,7 @@ export class PackWriter {
       frames: pack.frames,
       chunks: pack.chunks,
     };
-    const sealedHeader = seal(pack.key, encodePackHeader(header), packHeaderAad(this.repo.config.storeId, idHex), false);
+    const sealedHeader = seal(Buffer.from(pack.key), encodePackHeader(header), packHeaderAad(this.repo.config.storeId, idHex), false);
     const body = Buffer.concat([...pack.parts, sealedHeader, encodeTrailer(sealedHeader.length)]);
     if (body.length !== sizeBytes) throw new LifeboatError('INTERNAL', `pack size ${body.length} != computed ${sizeBytes}`);
     pack.parts.length = 0;

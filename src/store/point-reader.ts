@@ -1,42 +1,48 @@
+import { availableParallelism } from 'node:os';
 import { LifeboatError, isLifeboatError } from '../core/errors.js';
 import type { BlockSource, Extent } from '../core/block-source.js';
 import { ChunkHasher, CHUNK_ID_BYTES, open } from '../format/crypto.js';
-import { chunkIdAt, isZeroId, type DiskIndex } from '../format/disk-index.js';
+import { isZeroId, type DiskIndex } from '../format/disk-index.js';
 import { packKey } from '../format/layout.js';
 import type { PointManifest } from '../format/manifest.js';
 import type { PackHeader } from '../format/pack.js';
 import { frameAad } from './pack-writer.js';
-import { chunkKey, type ChunkLocation, type Repository } from './repository.js';
+import type { Repository } from './repository.js';
+import { WorkerPool } from './worker-pool.js';
 
 export interface PointReaderOptions {
   /** Decoded frames kept in memory. */
   cacheBytes?: number;
   /** After a sequential read, this much more is fetched in the background. */
   readAheadBytes?: number;
-  /** Recompute every chunk's keyed id after decoding (store verify --full does). */
+  /** Recompute every chunk's keyed id after decoding. */
   verifyChunkIds?: boolean;
-  /** Largest single range read of consecutive frames. */
+  /** Largest single range read of consecutive frames (smaller runs decode in parallel). */
   maxRunBytes?: number;
+  /** Worker threads that decrypt and decompress; 0 decodes in this thread. Default: one per core. */
+  workers?: number;
 }
 
-interface FrameNeed {
-  readonly pack: PackHeader;
-  readonly frame: number;
-}
+const ZERO_SLOT = -1;
+const MISSING_SLOT = -2;
+/** Frames are keyed by pack number and frame number in one integer. */
+const FRAME_KEY_SPAN = 2 ** 21;
 
 /**
- * A recovery point as a BlockSource: reads fetch the frames that hold the
- * wanted chunks (consecutive frames of a pack in one range read), decode them,
- * and keep them in an LRU cache; sequential readers get read-ahead. Used by
- * restore, export and the NBD server.
+ * A recovery point as a BlockSource. Opening resolves every chunk slot to its
+ * pack and frame once; reads then fetch the frames they need (consecutive
+ * frames of a pack in one range read), decode them on worker threads, and keep
+ * them in an LRU cache; sequential readers get read-ahead. Used by restore,
+ * export, journal processing and the NBD server.
  */
 export class PointReader implements BlockSource {
   readonly sizeBytes: number;
-  private readonly cache = new Map<string, Buffer>();
+  private readonly cache = new Map<number, Buffer>();
   private cachedBytes = 0;
-  private readonly inflight = new Map<string, Promise<Buffer>>();
+  private readonly inflight = new Map<number, Promise<Buffer>>();
   private readonly hasher: ChunkHasher | undefined;
-  private readonly packKeys = new Map<string, Buffer>();
+  private readonly packKeys: (Uint8Array | undefined)[];
+  private readonly aad: Uint8Array;
   private lastEnd = -1;
   private readonly cacheBytes: number;
   private readonly readAheadBytes: number;
@@ -48,32 +54,67 @@ export class PointReader implements BlockSource {
     private readonly repo: Repository,
     readonly manifest: PointManifest,
     private readonly index: DiskIndex,
-    private readonly chunks: Map<string, ChunkLocation>,
+    private readonly packs: readonly PackHeader[],
+    /** Per slot: pack number, ZERO_SLOT or MISSING_SLOT. */
+    private readonly slotPack: Int32Array,
+    private readonly slotChunk: Uint32Array,
+    private readonly pool: WorkerPool | undefined,
     options: PointReaderOptions,
   ) {
     this.sizeBytes = manifest.diskSizeBytes;
     this.cacheBytes = options.cacheBytes ?? 64 * 2 ** 20;
-    this.readAheadBytes = options.readAheadBytes ?? 4 * 2 ** 20;
-    this.maxRunBytes = options.maxRunBytes ?? 8 * 2 ** 20;
+    this.readAheadBytes = options.readAheadBytes ?? 8 * 2 ** 20;
+    this.maxRunBytes = options.maxRunBytes ?? 2 * 2 ** 20;
     this.hasher = options.verifyChunkIds ? new ChunkHasher(repo.key.idKey) : undefined;
+    this.packKeys = new Array<Uint8Array | undefined>(packs.length);
+    this.aad = new Uint8Array(frameAad(repo.config.storeId));
   }
 
   static async open(repo: Repository, manifest: PointManifest, options: PointReaderOptions = {}): Promise<PointReader> {
     const index = await repo.readPointIndex(manifest);
-    return new PointReader(repo, manifest, index, await repo.chunkIndex(), options);
+    const chunks = await repo.chunkIndex();
+    const count = index.ids.length / CHUNK_ID_BYTES;
+    const slotPack = new Int32Array(count);
+    const slotChunk = new Uint32Array(count);
+    const packNumbers = new Map<PackHeader, number>();
+    const packs: PackHeader[] = [];
+    const chunkNumbers = new Map<PackHeader, Map<unknown, number>>();
+    for (let slot = 0, o = 0; slot < count; slot++, o += CHUNK_ID_BYTES) {
+      if (isZeroId(index.ids, o)) {
+        slotPack[slot] = ZERO_SLOT;
+        continue;
+      }
+      const loc = chunks.get(index.ids, o);
+      if (!loc) {
+        slotPack[slot] = MISSING_SLOT;
+        continue;
+      }
+      let n = packNumbers.get(loc.pack);
+      if (n === undefined) {
+        n = packs.length;
+        packs.push(loc.pack);
+        packNumbers.set(loc.pack, n);
+        chunkNumbers.set(loc.pack, new Map(loc.pack.chunks.map((c, i) => [c, i])));
+      }
+      slotPack[slot] = n;
+      slotChunk[slot] = chunkNumbers.get(loc.pack)?.get(loc.chunk) as number;
+    }
+    const workers = options.workers ?? availableParallelism();
+    const pool = workers > 0 ? new WorkerPool(repo.key.idKey, workers) : undefined;
+    return new PointReader(repo, manifest, index, packs, slotPack, slotChunk, pool, options);
   }
 
-  /** Locations of every stored chunk of the point; MISSING_OBJECT if one is unknown. */
-  locate(slot: number): ChunkLocation | undefined {
-    const id = chunkIdAt(this.index, slot);
-    if (isZeroId(id)) return undefined;
-    const loc = this.chunks.get(chunkKey(id));
-    if (!loc) {
-      throw new LifeboatError('MISSING_OBJECT', `chunk ${id.toString('hex')} of point ${this.manifest.pointId} is in no index`, {
-        details: { pointId: this.manifest.pointId, slot, chunk: id.toString('hex') },
-      });
-    }
-    return loc;
+  /** Throws MISSING_OBJECT if any stored chunk of the point is in no index. */
+  checkComplete(): void {
+    const missing = this.slotPack.indexOf(MISSING_SLOT);
+    if (missing >= 0) throw this.missing(missing);
+  }
+
+  private missing(slot: number): LifeboatError {
+    const id = this.index.ids.subarray(slot * CHUNK_ID_BYTES, (slot + 1) * CHUNK_ID_BYTES).toString('hex');
+    return new LifeboatError('MISSING_OBJECT', `chunk ${id} of point ${this.manifest.pointId} is in no index`, {
+      details: { pointId: this.manifest.pointId, slot, chunk: id },
+    });
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
@@ -85,14 +126,14 @@ export class PointReader implements BlockSource {
     const frames = await this.loadRange(offset, length);
     const cs = this.index.chunkSizeBytes;
     for (let slot = Math.floor(offset / cs); slot * cs < offset + length; slot++) {
-      const loc = this.locate(slot);
-      if (!loc) continue;
-      const frame = frames.get(frameKey(loc.pack, loc.chunk.frame)) as Buffer;
-      const chunk = frame.subarray(loc.chunk.innerOffset, loc.chunk.innerOffset + loc.chunk.length);
-      if (chunk.length !== loc.chunk.length) throw corrupt(loc.pack, `frame ${loc.chunk.frame} is shorter than its chunks`);
-      if (this.hasher && !this.hasher.id(chunk).equals(loc.chunk.id)) {
-        throw corrupt(loc.pack, `chunk in frame ${loc.chunk.frame} does not hash to its id`);
-      }
+      const p = this.slotPack[slot] as number;
+      if (p === ZERO_SLOT) continue;
+      const pack = this.packs[p] as PackHeader;
+      const ref = pack.chunks[this.slotChunk[slot] as number] as PackHeader['chunks'][number];
+      const frame = frames.get(p * FRAME_KEY_SPAN + ref.frame) as Buffer;
+      const chunk = frame.subarray(ref.innerOffset, ref.innerOffset + ref.length);
+      if (chunk.length !== ref.length) throw corrupt(pack, `frame ${ref.frame} is shorter than its chunks`);
+      if (this.hasher && !this.hasher.id(chunk).equals(ref.id)) throw corrupt(pack, `chunk in frame ${ref.frame} does not hash to its id`);
       const start = slot * cs;
       const from = Math.max(offset, start);
       const to = Math.min(offset + length, start + chunk.length);
@@ -107,34 +148,34 @@ export class PointReader implements BlockSource {
     return out;
   }
 
-  /** Decoded frames covering [offset, offset+length), fetched as few range reads as possible. */
-  private async loadRange(offset: number, length: number): Promise<Map<string, Buffer>> {
+  /** Decoded frames covering [offset, offset+length), fetched in as few range reads as possible. */
+  private async loadRange(offset: number, length: number): Promise<Map<number, Buffer>> {
     const cs = this.index.chunkSizeBytes;
-    const have = new Map<string, Buffer>();
+    const have = new Map<number, Buffer>();
     const waits: Promise<void>[] = [];
-    const needs: FrameNeed[] = [];
-    const seen = new Set<string>();
+    const needs: number[] = [];
     for (let slot = Math.floor(offset / cs); slot * cs < offset + length; slot++) {
-      const loc = this.locate(slot);
-      if (!loc) continue;
-      const k = frameKey(loc.pack, loc.chunk.frame);
-      if (seen.has(k)) continue;
-      seen.add(k);
+      const p = this.slotPack[slot] as number;
+      if (p === ZERO_SLOT) continue;
+      if (p === MISSING_SLOT) throw this.missing(slot);
+      const k = p * FRAME_KEY_SPAN + ((this.packs[p] as PackHeader).chunks[this.slotChunk[slot] as number] as { frame: number }).frame;
+      if (have.has(k) || needs.includes(k)) continue;
       const cached = this.cache.get(k);
       if (cached) {
-        this.cache.delete(k); // refresh LRU position
+        this.cache.delete(k); // refresh the LRU position
         this.cache.set(k, cached);
         have.set(k, cached);
         continue;
       }
       const pending = this.inflight.get(k);
-      if (pending) waits.push(pending.then((b) => void have.set(k, b)));
-      else needs.push({ pack: loc.pack, frame: loc.chunk.frame });
+      if (pending) {
+        have.set(k, Buffer.alloc(0));
+        waits.push(pending.then((b) => void have.set(k, b)));
+      } else needs.push(k);
     }
-    for (const run of coalesce(needs, this.maxRunBytes)) {
+    for (const run of this.coalesce(needs)) {
       const p = this.fetchRun(run);
-      run.forEach((need, i) => {
-        const k = frameKey(need.pack, need.frame);
+      run.forEach((k, i) => {
         const one = p.then((bufs) => bufs[i] as Buffer);
         this.inflight.set(k, one);
         waits.push(one.then((b) => void have.set(k, b)));
@@ -145,13 +186,36 @@ export class PointReader implements BlockSource {
     return have;
   }
 
-  private async fetchRun(run: FrameNeed[]): Promise<Buffer[]> {
-    const first = run[0] as FrameNeed;
-    const last = run[run.length - 1] as FrameNeed;
-    const pack = first.pack;
-    const start = (pack.frames[first.frame] as { offset: number }).offset;
-    const lastRef = pack.frames[last.frame] as { offset: number; length: number };
-    const length = lastRef.offset + lastRef.length - start;
+  /** Groups frame keys into runs of consecutive frames of one pack, each at most maxRunBytes. */
+  private coalesce(keys: number[]): number[][] {
+    const sorted = [...keys].sort((a, b) => a - b);
+    const runs: number[][] = [];
+    let run: number[] = [];
+    let runBytes = 0;
+    for (const k of sorted) {
+      const pack = this.packs[Math.floor(k / FRAME_KEY_SPAN)] as PackHeader;
+      const len = (pack.frames[k % FRAME_KEY_SPAN] as { length: number }).length;
+      const prev = run[run.length - 1];
+      if (prev !== undefined && prev + 1 === k && runBytes + len <= this.maxRunBytes) {
+        run.push(k);
+        runBytes += len;
+      } else {
+        if (run.length > 0) runs.push(run);
+        run = [k];
+        runBytes = len;
+      }
+    }
+    if (run.length > 0) runs.push(run);
+    return runs;
+  }
+
+  private async fetchRun(run: number[]): Promise<Buffer[]> {
+    const packNo = Math.floor((run[0] as number) / FRAME_KEY_SPAN);
+    const pack = this.packs[packNo] as PackHeader;
+    const frames = run.map((k) => pack.frames[k % FRAME_KEY_SPAN] as { offset: number; length: number });
+    const start = (frames[0] as { offset: number }).offset;
+    const last = frames[frames.length - 1] as { offset: number; length: number };
+    const length = last.offset + last.length - start;
     const idHex = pack.packId.toString('hex');
     let raw: Buffer;
     try {
@@ -162,28 +226,34 @@ export class PointReader implements BlockSource {
       }
       throw err;
     }
-    if (raw.length !== length) throw corrupt(pack, `is shorter than its index says (truncated)`);
+    if (raw.length !== length) throw corrupt(pack, 'is shorter than its index says (truncated)');
     this.fetchedBytes += raw.length;
-    let key = this.packKeys.get(idHex);
+    let key = this.packKeys[packNo];
     if (!key) {
-      key = this.repo.key.packKey(pack.packId);
-      this.packKeys.set(idHex, key);
+      key = new Uint8Array(this.repo.key.packKey(pack.packId));
+      this.packKeys[packNo] = key;
     }
-    const aadBuf = frameAad(this.repo.config.storeId);
-    return run.map((need) => {
-      const ref = pack.frames[need.frame] as { offset: number; length: number };
-      const plain = open(key, raw.subarray(ref.offset - start, ref.offset - start + ref.length), aadBuf, `frame ${need.frame} of pack ${idHex}`);
-      this.remember(frameKey(pack, need.frame), plain);
-      return plain;
-    });
+    const what = `frame of pack ${idHex}`;
+    let plains: Buffer[];
+    if (this.pool) {
+      const spans = Uint32Array.from(frames.flatMap((f) => [f.offset - start, f.length]));
+      const whole = raw.byteOffset === 0 && raw.byteLength === raw.buffer.byteLength ? (raw.buffer as ArrayBuffer) : (raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.length) as ArrayBuffer);
+      const res = await this.pool.run({ type: 'open', key, aad: this.aad, buffer: whole, spans, what }, [whole]);
+      if (res.type !== 'open') throw new LifeboatError('INTERNAL', 'unexpected worker reply');
+      plains = res.plaintexts.map((b) => Buffer.from(b));
+    } else {
+      plains = frames.map((f) => open(Buffer.from(key), raw.subarray(f.offset - start, f.offset - start + f.length), Buffer.from(this.aad), what));
+    }
+    run.forEach((k, i) => this.remember(k, plains[i] as Buffer));
+    return plains;
   }
 
-  private remember(k: string, b: Buffer): void {
+  private remember(k: number, b: Buffer): void {
     if (this.cache.has(k)) return;
     this.cache.set(k, b);
     this.cachedBytes += b.length;
     while (this.cachedBytes > this.cacheBytes && this.cache.size > 0) {
-      const [oldest, buf] = this.cache.entries().next().value as [string, Buffer];
+      const [oldest, buf] = this.cache.entries().next().value as [number, Buffer];
       this.cache.delete(oldest);
       this.cachedBytes -= buf.length;
     }
@@ -196,7 +266,7 @@ export class PointReader implements BlockSource {
     let pos = offset;
     while (pos < end) {
       const slot = Math.floor(pos / cs);
-      const zero = isZeroId(this.index.ids.subarray(slot * CHUNK_ID_BYTES, (slot + 1) * CHUNK_ID_BYTES));
+      const zero = this.slotPack[slot] === ZERO_SLOT;
       const stop = Math.min(end, (slot + 1) * cs);
       const last = out[out.length - 1];
       if (last && last.zero === zero) out[out.length - 1] = { offset: last.offset, length: stop - last.offset, zero };
@@ -209,40 +279,11 @@ export class PointReader implements BlockSource {
   async close(): Promise<void> {
     this.cache.clear();
     this.cachedBytes = 0;
+    await this.pool?.close();
   }
-}
-
-function frameKey(pack: PackHeader, frame: number): string {
-  return `${pack.packId.toString('hex')}:${frame}`;
 }
 
 function corrupt(pack: PackHeader, message: string): LifeboatError {
   const key = packKey(pack.packId.toString('hex'));
   return new LifeboatError('CORRUPT_OBJECT', `${key} ${message}`, { details: { object: key } });
-}
-
-/** Groups frame needs into runs of consecutive frames of one pack, each at most maxBytes. */
-function coalesce(needs: FrameNeed[], maxBytes: number): FrameNeed[][] {
-  const sorted = [...needs].sort((a, b) => {
-    const pa = a.pack.packId.toString('hex');
-    const pb = b.pack.packId.toString('hex');
-    return pa < pb ? -1 : pa > pb ? 1 : a.frame - b.frame;
-  });
-  const runs: FrameNeed[][] = [];
-  let run: FrameNeed[] = [];
-  let runBytes = 0;
-  for (const n of sorted) {
-    const prev = run[run.length - 1];
-    const len = (n.pack.frames[n.frame] as { length: number }).length;
-    if (prev && prev.pack === n.pack && prev.frame + 1 === n.frame && runBytes + len <= maxBytes) {
-      run.push(n);
-      runBytes += len;
-    } else {
-      if (run.length > 0) runs.push(run);
-      run = [n];
-      runBytes = len;
-    }
-  }
-  if (run.length > 0) runs.push(run);
-  return runs;
 }

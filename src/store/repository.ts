@@ -22,6 +22,7 @@ import { decodeDiskIndex, encodeDiskIndex, type DiskIndex } from '../format/disk
 import { parseManifest, type PointManifest } from '../format/manifest.js';
 import { decodeIndex, encodeIndex, type ChunkRef, type PackHeader } from '../format/pack.js';
 import { newTimeId, randomHex, DISK_NAME_PATTERN } from '../format/ids.js';
+import { ChunkIdMap } from './chunk-map.js';
 import {
   CONFIG_KEY,
   INDEX_PREFIX,
@@ -63,7 +64,7 @@ export const DEFAULT_CHUNK_BYTES = 4096;
  * Repository; none of them touches storage keys directly.
  */
 export class Repository {
-  private chunkMap: Map<string, ChunkLocation> | undefined;
+  private chunkMap: ChunkIdMap<ChunkLocation> | undefined;
   private indexKeys: string[] = [];
 
   private constructor(
@@ -218,9 +219,9 @@ export class Repository {
   // ---- chunk index --------------------------------------------------------
 
   /** Loads (once per Repository) every index object into a map from chunk id to location. */
-  async chunkIndex(): Promise<Map<string, ChunkLocation>> {
+  async chunkIndex(): Promise<ChunkIdMap<ChunkLocation>> {
     if (this.chunkMap) return this.chunkMap;
-    const map = new Map<string, ChunkLocation>();
+    const map = new ChunkIdMap<ChunkLocation>();
     const keys: string[] = [];
     for await (const info of this.storage.list(INDEX_PREFIX)) {
       keys.push(info.key);
@@ -337,15 +338,8 @@ export class Repository {
   }
 }
 
-export function chunkKey(id: Buffer): string {
-  return id.toString('latin1');
-}
-
-function addPack(map: Map<string, ChunkLocation>, pack: PackHeader): void {
-  for (const chunk of pack.chunks) {
-    const k = chunkKey(chunk.id);
-    if (!map.has(k)) map.set(k, { pack, chunk });
-  }
+function addPack(map: ChunkIdMap<ChunkLocation>, pack: PackHeader): void {
+  for (const chunk of pack.chunks) map.add(chunk.id, 0, { pack, chunk });
 }
 
 export function checkDiskName(disk: string): void {

@@ -5,7 +5,8 @@ import { DATA_PREFIX, INDEX_PREFIX, packIdFromKey, packKey, parsePointKey, POINT
 import { decodeIndex, decodePackHeader, decodeTrailer, PACK_TRAILER_BYTES, type PackHeader } from '../format/pack.js';
 import { listSegments, readSegment } from './journal.js';
 import { frameAad, packHeaderAad } from './pack-writer.js';
-import { chunkKey, type Repository } from './repository.js';
+import { ChunkIdMap } from './chunk-map.js';
+import type { Repository } from './repository.js';
 import type { Progress } from './backup.js';
 
 export interface VerifyProblem {
@@ -50,7 +51,7 @@ export async function verifyStore(repo: Repository, options: { full?: boolean; o
 
   // Index objects -> pack headers.
   const packs = new Map<string, PackHeader>();
-  const chunks = new Set<string>();
+  const chunks = new ChunkIdMap<true>();
   let indexObjects = 0;
   for await (const info of repo.storage.list(INDEX_PREFIX)) {
     indexObjects++;
@@ -59,7 +60,7 @@ export async function verifyStore(repo: Repository, options: { full?: boolean; o
       bytesRead += info.sizeBytes;
       for (const h of headers) {
         packs.set(h.packId.toString('hex'), h);
-        for (const c of h.chunks) chunks.add(chunkKey(c.id));
+        for (const c of h.chunks) chunks.add(c.id, 0, true);
       }
     } catch (err) {
       fail(info.key, err);
@@ -93,8 +94,7 @@ export async function verifyStore(repo: Repository, options: { full?: boolean; o
       bytesRead += info.sizeBytes;
       let missing = 0;
       for (let o = 0; o < index.ids.length; o += CHUNK_ID_BYTES) {
-        const id = index.ids.subarray(o, o + CHUNK_ID_BYTES);
-        if (!isZeroId(id) && !chunks.has(chunkKey(id))) missing++;
+        if (!isZeroId(index.ids, o) && !chunks.has(index.ids, o)) missing++;
       }
       if (missing > 0) {
         problems.push({ code: 'MISSING_OBJECT', object: info.key, message: `point ${manifest.pointId} needs ${missing} chunks that no index lists` });

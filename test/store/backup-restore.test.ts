@@ -33,6 +33,7 @@ test('backup then restore gives the same bytes, incremental stores only the chan
       const out = join(tmp.path, `r-${m.pointId}.img`);
       const reader = await PointReader.open(reopened, m);
       await writeDisk(reader, out);
+      await reader.close();
       assert.equal(sha256File(out), sum);
     }
   } finally {

@@ -19,7 +19,11 @@ export function register(parent: Command, env: Env): void {
         const reader = await PointReader.open(repo, manifest);
         const progress = progressFor(opts, env, `export ${manifest.pointId}`);
         const started = Date.now();
-        await exportImage(reader, { format: opts.format as ImageFormat, path: opts.to, onProgress: (done, total) => progress.update({ phase: 'export', doneBytes: done, totalBytes: total }) });
+        await exportImage(reader, {
+          format: opts.format as ImageFormat,
+          path: opts.to,
+          onProgress: (done, total) => progress.update({ phase: 'export', doneBytes: done, totalBytes: total }),
+        }).finally(() => reader.close());
         progress.done();
         const seconds = (Date.now() - started) / 1000;
         emit(opts, env, { pointId: manifest.pointId, format: opts.format, target: opts.to, seconds }, `exported ${manifest.pointId} as ${opts.format} to ${opts.to} in ${seconds.toFixed(1)} s`);

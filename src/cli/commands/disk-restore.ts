@@ -16,7 +16,7 @@ export function register(parent: Command, env: Env): void {
         const reader = await PointReader.open(repo, manifest, { verifyChunkIds: opts.verify, readAheadBytes: 0 });
         const progress = progressFor(opts, env, `restore ${manifest.pointId}`);
         const started = Date.now();
-        const r = await writeDisk(reader, opts.to, { assumeZeroed: opts.assumeZeroed, onProgress: progress.update });
+        const r = await writeDisk(reader, opts.to, { assumeZeroed: opts.assumeZeroed, onProgress: progress.update }).finally(() => reader.close());
         progress.done();
         const seconds = (Date.now() - started) / 1000;
         emit(

@@ -75,13 +75,15 @@ export function register(program: Command, env: Env): void {
         say(`verify  ${report.ok ? 'ok' : 'PROBLEMS'}: ${report.points} points, ${report.packs} packs, ${formatBytes(report.bytesRead)} read and authenticated`);
         for (const [m, expected] of [[first.manifest, sumFirst], [second.manifest, sumSecond]] as const) {
           const out = join(dir, `restored-${m.pointId}.img`);
-          await writeDisk(await PointReader.open(repo, m), out);
+          const reader = await PointReader.open(repo, m);
+          await writeDisk(reader, out).finally(() => reader.close());
           const same = (await sha256(out)) === expected;
           say(`restore ${m.pointId} -> ${out}: ${same ? 'identical to the disk at backup time (sha256)' : 'MISMATCH'}`);
           if (!same) throw new Error('restore mismatch');
         }
         const vhd = join(dir, 'sample.vhd');
-        await exportImage(await PointReader.open(repo, second.manifest), { format: 'vhd', path: vhd });
+        const reader = await PointReader.open(repo, second.manifest);
+        await exportImage(reader, { format: 'vhd', path: vhd }).finally(() => reader.close());
         say(`export  ${vhd} (dynamic VHD)`);
         say('');
         say('Next: serve the newest point over NBD and boot or inspect it with QEMU tools:');
