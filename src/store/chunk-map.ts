@@ -9,22 +9,33 @@ interface Entry<V> {
  * A map from 16-byte chunk ids to values, built for millions of entries: keys
  * are the id's first 30 bits (a small integer V8 stores unboxed), with the full
  * id compared on lookup, so lookups allocate nothing. Ids are keyed hashes,
- * hence uniformly spread.
+ * hence uniformly spread. When the value carries its own id (`idOf`), the map
+ * stores only the value.
  */
 export class ChunkIdMap<V> {
-  private readonly map = new Map<number, Entry<V> | Entry<V>[]>();
+  private readonly map = new Map<number, Entry<V> | Entry<V>[] | V | V[]>();
   private count = 0;
+
+  constructor(private readonly idOf?: (value: V) => Buffer) {}
 
   get size(): number {
     return this.count;
+  }
+
+  private idOfSlot(e: Entry<V> | V): Buffer {
+    return this.idOf ? this.idOf(e as V) : (e as Entry<V>).id;
+  }
+
+  private valueOfSlot(e: Entry<V> | V): V {
+    return this.idOf ? (e as V) : (e as Entry<V>).value;
   }
 
   /** Looks up the id stored at `ids[offset, offset+16)`. */
   get(ids: Buffer, offset = 0): V | undefined {
     const slot = this.map.get(ids.readUInt32LE(offset) & 0x3fffffff);
     if (slot === undefined) return undefined;
-    if (!Array.isArray(slot)) return sameId(slot.id, ids, offset) ? slot.value : undefined;
-    for (const e of slot) if (sameId(e.id, ids, offset)) return e.value;
+    if (!Array.isArray(slot)) return sameId(this.idOfSlot(slot), ids, offset) ? this.valueOfSlot(slot) : undefined;
+    for (const e of slot as (Entry<V> | V)[]) if (sameId(this.idOfSlot(e), ids, offset)) return this.valueOfSlot(e);
     return undefined;
   }
 
@@ -36,24 +47,18 @@ export class ChunkIdMap<V> {
   add(ids: Buffer, offset: number, value: V): boolean {
     const key = ids.readUInt32LE(offset) & 0x3fffffff;
     const slot = this.map.get(key);
-    const entry = (): Entry<V> => ({ id: Buffer.from(ids.subarray(offset, offset + CHUNK_ID_BYTES)), value });
+    const entry = (): Entry<V> | V => (this.idOf ? value : { id: Buffer.from(ids.subarray(offset, offset + CHUNK_ID_BYTES)), value });
     if (slot === undefined) this.map.set(key, entry());
     else if (!Array.isArray(slot)) {
-      if (sameId(slot.id, ids, offset)) return false;
-      this.map.set(key, [slot, entry()]);
+      if (sameId(this.idOfSlot(slot), ids, offset)) return false;
+      this.map.set(key, [slot, entry()] as Entry<V>[]);
     } else {
-      if (slot.some((e) => sameId(e.id, ids, offset))) return false;
-      slot.push(entry());
+      const list = slot as (Entry<V> | V)[];
+      if (list.some((e) => sameId(this.idOfSlot(e), ids, offset))) return false;
+      list.push(entry());
     }
     this.count++;
     return true;
-  }
-
-  *values(): IterableIterator<V> {
-    for (const slot of this.map.values()) {
-      if (Array.isArray(slot)) for (const e of slot) yield e.value;
-      else yield slot.value;
-    }
   }
 }
 

@@ -64,7 +64,7 @@ export function packHeaderAad(storeId: string, packIdHex: string): Buffer {
  */
 export class PackWriter {
   private current: OpenPack | undefined;
-  private readonly pendingIds = new ChunkIdMap<true>();
+  private readonly pendingIds = new ChunkIdMap<Buffer>((id) => id);
   private readonly uploads = new Set<Promise<void>>();
   private readonly written: PackHeader[] = [];
   private sealTasks = 0;
@@ -97,7 +97,7 @@ export class PackWriter {
   /** Accepts chunks that are new to the store. Resolves when there is room for more. */
   async addChunks(chunks: readonly NewChunk[]): Promise<void> {
     this.throwIfFailed();
-    const fresh = chunks.filter((c) => this.pendingIds.add(c.id, 0, true));
+    const fresh = chunks.filter((c) => this.pendingIds.add(c.id, 0, c.id));
     for (const frames of this.group(fresh, 1024 * 1024)) {
       const bytes = frames.reduce((n, f) => n + f.reduce((m, c) => m + c.data.length, 0), 0);
       const buffers = frames.map((f) => {
@@ -115,7 +115,7 @@ export class PackWriter {
    */
   async addBatch(batch: { readonly worker: number; readonly batchId: number }, chunks: readonly BatchChunk[]): Promise<void> {
     this.throwIfFailed();
-    const fresh = chunks.filter((c) => this.pendingIds.add(c.id, 0, true));
+    const fresh = chunks.filter((c) => this.pendingIds.add(c.id, 0, c.id));
     const frames = this.group(fresh, Infinity)[0] ?? [];
     const layout: number[] = [];
     for (const f of frames) {

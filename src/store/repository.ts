@@ -221,7 +221,7 @@ export class Repository {
   /** Loads (once per Repository) every index object into a map from chunk id to location. */
   async chunkIndex(): Promise<ChunkIdMap<ChunkLocation>> {
     if (this.chunkMap) return this.chunkMap;
-    const map = new ChunkIdMap<ChunkLocation>();
+    const map = new ChunkIdMap<ChunkLocation>((loc) => loc.chunk.id);
     const keys: string[] = [];
     for await (const info of this.storage.list(INDEX_PREFIX)) {
       keys.push(info.key);
