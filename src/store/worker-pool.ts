@@ -98,8 +98,12 @@ export class WorkerPool {
     for (const q of this.own) q.length = 0;
   }
 
+  /**
+   * Stops the workers. Does not wait for their exit: the workers are unref'd,
+   * and waiting for the exit of an unref'd thread can outlive the event loop.
+   */
   async close(): Promise<void> {
     this.failed ??= new LifeboatError('INTERNAL', 'worker pool closed');
-    await Promise.all(this.workers.map((w) => w.terminate()));
+    for (const w of this.workers) void w.terminate();
   }
 }
