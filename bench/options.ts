@@ -10,17 +10,28 @@ export interface BenchOptions {
   readonly outPath: string | undefined;
   /** Tools to run, in order (zstd is the speed reference). */
   readonly tools: readonly ToolName[];
+  /**
+   * Chunk sizes for the lifeboat chunk-size sweep, in bytes, in the order given; empty
+   * (the default) skips the sweep. Independent of --tools: the sweep runs lifeboat only.
+   */
+  readonly chunkSizesBytes: readonly number[];
 }
 
 export const TOOL_NAMES = ['zstd', 'restic', 'borg', 'lifeboat'] as const;
 export type ToolName = (typeof TOOL_NAMES)[number];
 
-export const USAGE = `usage: npm run bench -- [--size 2G] [--seed 1] [--out FILE] [--tools zstd,restic,borg,lifeboat]
+/** Bounds of `lifeboat store init --chunk-size` (src/format/store-config.ts). */
+const MIN_CHUNK_BYTES = 4 * 1024;
+const MAX_CHUNK_BYTES = 4 * 1024 ** 2;
 
-  --size   logical size of the generated ext4 image (K/M/G suffixes are binary; minimum 128M)
-  --seed   seed for image content and the 1% mutation (default 1)
-  --out    also write the markdown report to FILE
-  --tools  comma-separated subset of: ${TOOL_NAMES.join(', ')}`;
+export const USAGE = `usage: npm run bench -- [--size 2G] [--seed 1] [--out FILE] [--tools zstd,restic,borg,lifeboat] [--chunk-sizes 4K,16K,64K,256K]
+
+  --size         logical size of the generated ext4 image (K/M/G suffixes are binary; minimum 128M)
+  --seed         seed for image content and the 1% mutations (default 1)
+  --out          also write the markdown report to FILE
+  --tools        comma-separated subset of: ${TOOL_NAMES.join(', ')}
+  --chunk-sizes  also run the lifeboat chunk-size sweep at these store chunk sizes
+                 (powers of two from 4K to 4M); off unless given`;
 
 const UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
 
@@ -40,6 +51,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
       seed: { type: 'string', default: '1' },
       out: { type: 'string' },
       tools: { type: 'string', default: TOOL_NAMES.join(',') },
+      'chunk-sizes': { type: 'string', default: '' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -59,5 +71,26 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
   for (const t of tools) {
     if (!(TOOL_NAMES as readonly string[]).includes(t)) throw new Error(`unknown tool "${t}" in --tools (known: ${TOOL_NAMES.join(', ')})`);
   }
-  return Object.freeze({ imageSizeBytes, seed, outPath: values.out, tools: tools as ToolName[] });
+  const chunkSizesBytes = parseChunkSizes(values['chunk-sizes']);
+  return Object.freeze({ imageSizeBytes, seed, outPath: values.out, tools: tools as ToolName[], chunkSizesBytes });
+}
+
+/** "4K,16K,64K" -> [4096, 16384, 65536]; each a power of two the store accepts, no repeats. */
+function parseChunkSizes(text: string): number[] {
+  const sizes = text.split(',').map((t) => t.trim()).filter((t) => t !== '').map(parseSize);
+  for (const s of sizes) {
+    if (s < MIN_CHUNK_BYTES || s > MAX_CHUNK_BYTES || (s & (s - 1)) !== 0) {
+      throw new Error(`--chunk-sizes: ${sizeLabel(s)} is not a power of two from 4K to 4M`);
+    }
+  }
+  if (new Set(sizes).size !== sizes.length) throw new Error(`--chunk-sizes lists a size twice: ${text}`);
+  return sizes;
+}
+
+/** 4096 -> "4K", 1048576 -> "1M": how chunk sizes are written on the command line and in the report. */
+export function sizeLabel(n: number): string {
+  for (const [suffix, unit] of [['G', 1024 ** 3], ['M', 1024 ** 2], ['K', 1024]] as const) {
+    if (n >= unit && n % unit === 0) return `${n / unit}${suffix}`;
+  }
+  return String(n);
 }

@@ -1,6 +1,7 @@
 import type { ImageInfo } from './image.js';
 import type { MachineFacts } from './machine.js';
 import type { MutationInfo } from './mutate.js';
+import { sizeLabel } from './options.js';
 
 export interface StepFigures {
   readonly wallS: number;
@@ -30,6 +31,23 @@ export interface BenchResults {
   readonly mutation: MutationInfo;
   readonly zstd: { figures?: StepFigures; error?: string; readonly command: string };
   readonly tools: readonly ToolResult[];
+  /** Present when --chunk-sizes was given. */
+  readonly chunkSweep?: ChunkSweep;
+}
+
+/** lifeboat at several store chunk sizes: one lineage per change pattern (bench/chunk-sweep.ts). */
+export interface ChunkSweep {
+  /** The scattered change is BenchResults.mutation; this is the clustered one. */
+  readonly clusteredMutation: MutationInfo;
+  readonly rows: readonly ChunkSweepRow[];
+}
+
+export interface ChunkSweepRow {
+  readonly chunkSizeBytes: number;
+  /** init, first backup, second backup after the scattered change, restore + sha256. */
+  readonly scattered: ToolResult;
+  /** init, first backup, second backup after the clustered change (no restore). */
+  readonly clustered: ToolResult;
 }
 
 /** Goals the tool is held to (docs/benchmarks.md). */
@@ -93,7 +111,7 @@ export function renderMarkdown(r: BenchResults): string {
   firstRows.push(
     r.zstd.figures
       ? ['`zstd -1 -T2` (reference)', secs(r.zstd.figures.wallS), mbps(size, r.zstd.figures.wallS), mib(r.zstd.figures.peakRssKiB), ratio(1), NA]
-      : ['`zstd -1 -T2` (reference)', FAILED, NA, NA, NA, NA],
+      : ['`zstd -1 -T2` (reference)', r.zstd.error ? FAILED : 'not run', NA, NA, NA, NA],
   );
   for (const t of r.tools) {
     const f = t.first;
@@ -144,7 +162,13 @@ export function renderMarkdown(r: BenchResults): string {
     out.push(table(['Field', 'First backup', 'Second backup'], rows), '');
   }
 
-  const failures = [...(r.zstd.error ? [`zstd: failed: ${r.zstd.error}`] : []), ...r.tools.filter((t) => t.error).map((t) => `${t.tool}: failed: ${t.error}`)];
+  if (r.chunkSweep) out.push(...chunkSizeSection(r, r.chunkSweep));
+
+  const sweepResults = (r.chunkSweep?.rows ?? []).flatMap((row) => [row.scattered, row.clustered]);
+  const failures = [
+    ...(r.zstd.error ? [`zstd: failed: ${r.zstd.error}`] : []),
+    ...[...r.tools, ...sweepResults].filter((t) => t.error).map((t) => `${t.tool}: failed: ${t.error}`),
+  ];
   if (failures.length > 0) {
     out.push('## Failures', '');
     for (const f of failures) out.push(`- ${f.replace(/\s+/g, ' ')}`);
@@ -154,8 +178,81 @@ export function renderMarkdown(r: BenchResults): string {
   out.push('## Commands', '');
   out.push(`- zstd: \`${r.zstd.command}\``);
   for (const t of r.tools) for (const c of t.commands) out.push(`- ${t.tool}: \`${c}\``);
+  const sweepTool = r.chunkSweep?.rows[0]?.scattered;
+  if (sweepTool) {
+    for (const c of sweepTool.commands) out.push(`- chunk-size sweep: \`${c.replace(/--chunk-size \d+/, '--chunk-size <bytes>')}\``);
+  }
   out.push('');
   return out.join('\n');
+}
+
+/** "## Chunk size": what each store chunk size costs on the full backup, restore, store and both changes. */
+function chunkSizeSection(r: BenchResults, sweep: ChunkSweep): string[] {
+  const size = r.image.sizeBytes;
+  const scattered = r.mutation;
+  const clustered = sweep.clusteredMutation;
+  const out: string[] = [];
+  out.push('## Chunk size', '');
+  out.push(
+    `lifeboat with \`store init --chunk-size <size>\`, one fresh store per size and change pattern, same image. ` +
+      `Scattered change: ${bytes(scattered.blocks)} 4 KiB blocks at random offsets, compressed change ${bytes(scattered.compressedChangeBytes)} B. ` +
+      `Clustered change: ${bytes(clustered.blocks)} 4 KiB blocks in ${bytes(clustered.runs)} runs of up to 1 MiB at random 4 KiB-aligned offsets, ` +
+      `compressed change ${bytes(clustered.compressedChangeBytes)} B. ` +
+      'First backup, restore and store size come from the scattered store; the restore is of its second backup.',
+    '',
+  );
+
+  const fullRows = sweep.rows.map((row) => {
+    const t = row.scattered;
+    const f = t.first;
+    const x = t.restore;
+    const b = t.finalRepoBytes;
+    return [
+      sizeLabel(row.chunkSizeBytes),
+      f ? secs(f.wallS) : FAILED,
+      f ? mbps(size, f.wallS) : NA,
+      f ? mib(f.peakRssKiB) : NA,
+      x ? secs(x.wallS) : FAILED,
+      x ? mbps(size, x.wallS) : NA,
+      x ? mib(x.peakRssKiB) : NA,
+      x ? (x.verified ? 'OK' : 'MISMATCH') : NA,
+      b !== undefined && t.second ? bytes(b) : NA,
+      b !== undefined && t.second ? `${((100 * b) / size).toFixed(1)}%` : NA,
+    ];
+  });
+  out.push(
+    table(
+      ['Chunk', 'First wall s', 'First MB/s', 'First peak RSS MiB', 'Restore wall s', 'Restore MB/s', 'Restore peak RSS MiB', 'sha256', 'Store bytes after both', '% of image'],
+      fullRows,
+    ),
+    '',
+  );
+
+  const incRows = sweep.rows.map((row) => {
+    const cells = (t: ToolResult, change: number) => {
+      const s = t.second;
+      return s ? [secs(s.wallS), mib(s.peakRssKiB), bytes(s.addedBytes), ratio(s.addedBytes / change)] : [FAILED, NA, NA, NA];
+    };
+    return [sizeLabel(row.chunkSizeBytes), ...cells(row.scattered, scattered.compressedChangeBytes), ...cells(row.clustered, clustered.compressedChangeBytes)];
+  });
+  out.push(
+    table(
+      [
+        'Chunk',
+        'Scattered: wall s',
+        'peak RSS MiB',
+        'bytes added',
+        '× compressed change',
+        'Clustered: wall s',
+        'peak RSS MiB',
+        'bytes added',
+        '× compressed change',
+      ],
+      incRows,
+    ),
+    '',
+  );
+  return out;
 }
 
 function goalRows(r: BenchResults, lb: ToolResult | undefined, restic: ToolResult | undefined, borg: ToolResult | undefined): string[][] {

@@ -4,12 +4,14 @@
  * every number and the goals. Progress goes to stderr so stdout stays markdown.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
-import { copySparse, duBytes, sha256File, StepError, syncAll, timed, warmPageCache } from './exec.js';
+import { runChunkSweep } from './chunk-sweep.js';
+import { syncAll, timed, warmPageCache } from './exec.js';
 import { ensureImage } from './image.js';
 import { machineFacts } from './machine.js';
+import { measureTool } from './measure.js';
 import { ensureMutated } from './mutate.js';
 import { parseOptions, USAGE } from './options.js';
 import type { ToolName } from './options.js';
@@ -19,7 +21,7 @@ import type { BenchResults, ToolResult } from './report.js';
 import { borg } from './tools/borg.js';
 import { lifeboat } from './tools/lifeboat.js';
 import { restic } from './tools/restic.js';
-import type { BackupTool, ToolDirs } from './tools/tool.js';
+import type { BackupTool } from './tools/tool.js';
 
 const BACKUP_TOOLS: Readonly<Record<Exclude<ToolName, 'zstd'>, BackupTool>> = { restic, borg, lifeboat };
 
@@ -49,76 +51,6 @@ function commandLine(argv: readonly string[]): string {
   return `node --import tsx bench/run.ts${args ? ` ${args}` : ''}`;
 }
 
-/** One tool, fresh repository: init, full backup, change, second backup, restore, verify. */
-async function measureTool(tool: BackupTool, image: { path: string }, mutated: { path: string; sha256: string }): Promise<ToolResult> {
-  const result: ToolResult = { tool: tool.name, version: tool.version(), commands: tool.commands, reported: {} };
-  const workDir = join(BENCH_DIR, 'work');
-  const dirs: ToolDirs = {
-    workDir,
-    workImage: join(workDir, 'disk.img'),
-    repoDir: join(BENCH_DIR, 'repos', tool.name),
-    restoreDir: join(BENCH_DIR, 'restore', tool.name),
-    homeDir: join(BENCH_DIR, 'home', tool.name),
-  };
-  for (const d of [dirs.repoDir, dirs.restoreDir, dirs.homeDir]) {
-    rmSync(d, { recursive: true, force: true });
-    mkdirSync(d, { recursive: true });
-  }
-  mkdirSync(workDir, { recursive: true });
-
-  let step = 'prepare';
-  try {
-    log(`${tool.name}: preparing ${dirs.workImage}`);
-    rmSync(dirs.workImage, { force: true });
-    copySparse(image.path, dirs.workImage);
-    warmPageCache(dirs.workImage);
-
-    step = 'init';
-    await tool.init(dirs);
-
-    step = 'first backup';
-    log(`${tool.name}: first backup`);
-    syncAll();
-    const first = await tool.backup(dirs, 'first');
-    result.first = { wallS: first.wallS, peakRssKiB: first.peakRssKiB, repoBytes: duBytes(dirs.repoDir) };
-    result.reported.first = first.reported;
-    log(`${tool.name}: first backup ${first.wallS} s`);
-
-    step = 'copy the mutated image over the work path';
-    copySparse(mutated.path, dirs.workImage); // same path, same inode: only the content changed
-    warmPageCache(dirs.workImage);
-
-    step = 'second backup';
-    log(`${tool.name}: second backup`);
-    syncAll();
-    const second = await tool.backup(dirs, 'second');
-    const repoBytes = duBytes(dirs.repoDir);
-    result.second = { wallS: second.wallS, peakRssKiB: second.peakRssKiB, repoBytes, addedBytes: repoBytes - result.first.repoBytes };
-    result.reported.second = second.reported;
-    log(`${tool.name}: second backup ${second.wallS} s`);
-
-    step = 'restore';
-    log(`${tool.name}: restore`);
-    syncAll();
-    const restored = await tool.restore(dirs);
-    step = 'verify restore';
-    const verified = sha256File(restored.restoredImage) === mutated.sha256;
-    result.restore = { wallS: restored.wallS, peakRssKiB: restored.peakRssKiB, verified };
-    log(`${tool.name}: restore ${restored.wallS} s, sha256 ${verified ? 'OK' : 'MISMATCH'}`);
-
-    step = 'final repo size';
-    result.finalRepoBytes = duBytes(dirs.repoDir);
-  } catch (e) {
-    const message = e instanceof Error ? e.message : String(e);
-    result.error = `${step}: ${message}`;
-    log(`${tool.name}: failed: ${result.error}`);
-    if (!(e instanceof StepError)) console.error(e);
-  } finally {
-    rmSync(dirs.restoreDir, { recursive: true, force: true }); // 2 GiB per tool; the verdict is recorded
-  }
-  return result;
-}
-
 async function main(): Promise<number> {
   const argv = process.argv.slice(2);
   let opts;
@@ -134,7 +66,9 @@ async function main(): Promise<number> {
   const loadAtStart = loadavg()[0] ?? 0;
 
   const image = ensureImage(opts.imageSizeBytes, opts.seed, log);
-  const mutation = await ensureMutated(image, log);
+  const mutation = await ensureMutated(image, 'scattered', log);
+  // The clustered change is only used by the chunk-size sweep.
+  const clustered = opts.chunkSizesBytes.length > 0 ? await ensureMutated(image, 'clustered', log) : undefined;
 
   const zstdCommand = 'zstd -1 -T2 -c <image> > /dev/null';
   const zstd: BenchResults['zstd'] = { command: zstdCommand };
@@ -154,18 +88,22 @@ async function main(): Promise<number> {
 
   const tools: ToolResult[] = [];
   for (const name of opts.tools) {
-    if (name !== 'zstd') tools.push(await measureTool(BACKUP_TOOLS[name], image, mutation));
+    if (name !== 'zstd') tools.push(await measureTool(BACKUP_TOOLS[name], image, mutation, { log }));
   }
+  const chunkSweep = clustered ? await runChunkSweep(opts.chunkSizesBytes, image, mutation, clustered, log) : undefined;
 
+  const versions = Object.fromEntries(tools.map((t) => [t.tool, t.version]));
+  if (chunkSweep) versions['lifeboat'] = lifeboat.version();
   const results: BenchResults = {
     commandLine: commandLine(argv),
     startedAt,
     totalWallS: (Date.now() - startedMs) / 1000,
-    machine: machineFacts(BENCH_DIR, Object.fromEntries(tools.map((t) => [t.tool, t.version])), loadAtStart),
+    machine: machineFacts(BENCH_DIR, versions, loadAtStart),
     image,
     mutation,
     zstd,
     tools,
+    ...(chunkSweep && clustered ? { chunkSweep: { clusteredMutation: clustered, rows: chunkSweep } } : {}),
   };
   const markdown = renderMarkdown(results);
   process.stdout.write(markdown);
@@ -176,7 +114,8 @@ async function main(): Promise<number> {
     log(`report written to ${out}`);
   }
   // A restore that does not match its source is a correctness failure, not a slow run.
-  return tools.some((t) => t.restore && !t.restore.verified) ? 1 : 0;
+  const restores = [...tools, ...(chunkSweep ?? []).flatMap((r) => [r.scattered, r.clustered])];
+  return restores.some((t) => t.restore && !t.restore.verified) ? 1 : 0;
 }
 
 process.exitCode = await main();
