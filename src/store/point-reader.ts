@@ -121,23 +121,28 @@ export class PointReader implements BlockSource {
     if (offset < 0 || length < 0 || offset + length > this.sizeBytes) {
       throw new LifeboatError('USAGE', `read [${offset}, ${offset + length}) outside a ${this.sizeBytes}-byte disk`);
     }
-    const out = Buffer.alloc(length);
+    // Every byte of `out` is written below: chunk data, or zeros for zero slots and short chunks.
+    const out = Buffer.allocUnsafe(length);
     if (length === 0) return out;
     const frames = await this.loadRange(offset, length);
     const cs = this.index.chunkSizeBytes;
     for (let slot = Math.floor(offset / cs); slot * cs < offset + length; slot++) {
+      const start = slot * cs;
+      const from = Math.max(offset, start);
+      const to = Math.min(offset + length, start + cs);
       const p = this.slotPack[slot] as number;
-      if (p === ZERO_SLOT) continue;
+      if (p === ZERO_SLOT) {
+        out.fill(0, from - offset, to - offset);
+        continue;
+      }
       const pack = this.packs[p] as PackHeader;
       const ref = pack.chunks[this.slotChunk[slot] as number] as PackHeader['chunks'][number];
       const frame = frames.get(p * FRAME_KEY_SPAN + ref.frame) as Buffer;
       const chunk = frame.subarray(ref.innerOffset, ref.innerOffset + ref.length);
       if (chunk.length !== ref.length) throw corrupt(pack, `frame ${ref.frame} is shorter than its chunks`);
       if (this.hasher && !this.hasher.id(chunk).equals(ref.id)) throw corrupt(pack, `chunk in frame ${ref.frame} does not hash to its id`);
-      const start = slot * cs;
-      const from = Math.max(offset, start);
-      const to = Math.min(offset + length, start + chunk.length);
-      chunk.copy(out, from - offset, from - start, to - start);
+      const copied = from - start < chunk.length ? chunk.copy(out, from - offset, from - start, Math.min(to - start, chunk.length)) : 0;
+      if (from - offset + copied < to - offset) out.fill(0, from - offset + copied, to - offset);
     }
     if (offset === this.lastEnd && this.readAheadBytes > 0) {
       const aheadStart = offset + length;
