@@ -57,6 +57,8 @@ export function parseStoreConfig(buf: Buffer): StoreConfig {
 /** A key slot: the master key wrapped under a key derived from one secret. */
 export interface KeySlot {
   readonly version: 1;
+  /** The store the slot belongs to: checked against the config before any key is tried. */
+  readonly storeId: string;
   readonly slotId: string;
   readonly kind: 'passphrase' | 'recovery';
   readonly createdAt: string;
@@ -68,5 +70,5 @@ export interface KeySlot {
 }
 
 export function slotChecksumInput(s: Omit<KeySlot, 'checksum'>): string {
-  return JSON.stringify([s.version, s.slotId, s.kind, s.createdAt, s.kdf, s.wrappedKey]);
+  return JSON.stringify([s.version, s.storeId, s.slotId, s.kind, s.createdAt, s.kdf, s.wrappedKey]);
 }

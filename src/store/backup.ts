@@ -5,6 +5,7 @@ import { isZeroId, newDiskIndex, type DiskIndex } from '../format/disk-index.js'
 import type { PointManifest } from '../format/manifest.js';
 import { packKey } from '../format/layout.js';
 import type { PackHeader } from '../format/pack.js';
+import { ChunkIdMap } from './chunk-map.js';
 import { DiskLock } from './disk-lock.js';
 import { DiskSource } from './disk-source.js';
 import { PackWriter, type BatchChunk } from './pack-writer.js';
@@ -66,6 +67,7 @@ export async function backupSource(repo: Repository, source: BlockSource, option
     const batches = await planBatches(source, cs, options.batchBytes ?? 4 * 2 ** 20);
     const reusedPacks = new Set<PackHeader>();
     let nextBatchId = 1;
+    const seenNew = new ChunkIdMap<Buffer>((id) => id);
     let newChunks = 0;
     let reusedChunks = 0;
     let bytesRead = 0;
@@ -94,10 +96,13 @@ export async function backupSource(repo: Repository, source: BlockSource, option
           if (loc) {
             reusedChunks++;
             reusedPacks.add(loc.pack);
-          } else if (writer.has(ids.subarray(o, o + CHUNK_ID_BYTES))) reusedChunks++;
-          else {
-            newChunks++;
-            fresh.push({ id: ids.subarray(o, o + CHUNK_ID_BYTES), offset: i * cs, length: Math.min(cs, batch.length - i * cs) });
+          } else {
+            const id = ids.subarray(o, o + CHUNK_ID_BYTES);
+            if (!seenNew.add(id, 0, id)) reusedChunks++; // a repeat of a chunk this backup already stores
+            else {
+              newChunks++;
+              fresh.push({ id, offset: i * cs, length: Math.min(cs, batch.length - i * cs) });
+            }
           }
         }
         await writer.addBatch({ worker: res.worker, batchId }, fresh);

@@ -142,28 +142,55 @@ export async function processJournal(repo: Repository, disk: string, options: Pr
 
     const segments: JournalSegment[] = [];
     for (const info of run) segments.push(await readSegment(repo, disk, info));
-    const size = (segments[segments.length - 1] as JournalSegment).diskSizeBytes;
     const cs = repo.chunkSizeBytes;
     const reader = base ? await PointReader.open(repo, base, { workers: 0 }) : undefined;
-    const index = resizedIndex(base && reader ? await repo.readPointIndex(base) : undefined, size, cs);
+    const baseIndex = base ? await repo.readPointIndex(base) : undefined;
 
-    // Patch every touched chunk, in segment then extent order (later writes win).
+    // Patch every touched chunk, segment by segment at each segment's own disk size (later writes win).
+    // Base bytes are valid only below the smallest size the disk has had since the base point:
+    // whatever a shrink cut off reads as zeros if the disk grows again.
     const patched = new Map<number, Buffer>();
+    let size = base?.diskSizeBytes ?? (segments[0] as JournalSegment).diskSizeBytes;
+    let validBase = reader ? reader.sizeBytes : 0;
     const chunkAt = async (slot: number): Promise<Buffer> => {
       let buf = patched.get(slot);
       if (buf) return buf;
       const start = slot * cs;
-      const len = Math.min(cs, size - start);
-      const baseHas = reader && start < reader.sizeBytes;
-      buf = baseHas ? Buffer.concat([await reader.read(start, Math.min(len, reader.sizeBytes - start)), Buffer.alloc(Math.max(0, start + len - reader.sizeBytes))]) : Buffer.alloc(len);
+      buf = Buffer.alloc(Math.min(cs, size - start));
+      const fromBase = Math.min(buf.length, validBase - start);
+      if (reader && fromBase > 0) (await reader.read(start, fromBase)).copy(buf);
       patched.set(slot, buf);
       return buf;
     };
+    const resize = async (next: number): Promise<void> => {
+      if (next === size) return;
+      const boundary = Math.min(size, next);
+      // The chunk the old or new end cuts through is rebuilt at its new length.
+      if (boundary % cs !== 0) await chunkAt(Math.floor(boundary / cs));
+      for (const slot of [...patched.keys()]) {
+        const start = slot * cs;
+        if (start >= next) {
+          patched.delete(slot);
+          continue;
+        }
+        const buf = patched.get(slot) as Buffer;
+        const want = Math.min(cs, next - start);
+        if (buf.length !== want) {
+          const resized = Buffer.alloc(want);
+          buf.copy(resized, 0, 0, Math.min(want, Math.max(0, boundary - start)));
+          patched.set(slot, resized);
+        }
+      }
+      validBase = Math.min(validBase, next);
+      size = next;
+    };
     let bytesApplied = 0;
     for (const seg of segments) {
+      await resize(seg.diskSizeBytes);
       for (const e of seg.extents) await applyExtent(e, cs, size, chunkAt);
       bytesApplied += seg.extents.reduce((n, e) => n + e.data.length, 0);
     }
+    const index = resizedIndex(baseIndex, size, cs, validBase);
 
     const hasher = new ChunkHasher(repo.key.idKey);
     const known = await repo.chunkIndex();
@@ -221,13 +248,17 @@ async function applyExtent(e: SegmentExtent, cs: number, size: number, chunkAt: 
   }
 }
 
-/** The base index adapted to a new disk size: slots past the old end read as zeros. */
-function resizedIndex(base: DiskIndex | undefined, size: number, cs: number): DiskIndex {
+/**
+ * The base index adapted to the final disk size: ids are kept only for chunks
+ * wholly below `validBase` (the smallest size since the base point); the rest
+ * read as zeros unless the journal patched them.
+ */
+function resizedIndex(base: DiskIndex | undefined, size: number, cs: number, validBase: number): DiskIndex {
   const index = newDiskIndex(size, cs);
   if (base) {
-    const keep = Math.min(chunkCountFor(size, cs), chunkCountFor(base.diskSizeBytes, cs));
+    // A partial chunk at validBase is either the base's own last chunk or was rebuilt (patched) by resize().
+    const keep = Math.min(chunkCountFor(size, cs), chunkCountFor(validBase, cs), chunkCountFor(base.diskSizeBytes, cs));
     base.ids.copy(index.ids, 0, 0, keep * CHUNK_ID_BYTES);
-    // A base whose last chunk was partial and is now followed by more disk keeps its id: restore pads with zeros.
   }
   return index;
 }

@@ -21,7 +21,7 @@ import { configMacInput, MAX_CHUNK_BYTES, MIN_CHUNK_BYTES, parseStoreConfig, slo
 import { decodeDiskIndex, encodeDiskIndex, type DiskIndex } from '../format/disk-index.js';
 import { parseManifest, type PointManifest } from '../format/manifest.js';
 import { decodeIndex, encodeIndex, type ChunkRef, type PackHeader } from '../format/pack.js';
-import { newTimeId, randomHex, DISK_NAME_PATTERN } from '../format/ids.js';
+import { newTimeId, randomHex, DISK_NAME_PATTERN, TimeIdSequence } from '../format/ids.js';
 import { ChunkIdMap } from './chunk-map.js';
 import {
   CONFIG_KEY,
@@ -124,6 +124,12 @@ export class Repository {
     const config = parseStoreConfig(raw);
     const slots = await Repository.readKeySlots(storage);
     if (slots.length === 0) throw new LifeboatError('CORRUPT_OBJECT', 'the store has no key slots', { details: { object: KEYS_PREFIX } });
+    if (slots.some((s) => s.storeId !== config.storeId)) {
+      // The slots' checksums held, so the config's unauthenticated storeId is what changed.
+      throw new LifeboatError('CORRUPT_OBJECT', 'store config names another store than its key slots (edited or damaged)', {
+        details: { object: CONFIG_KEY },
+      });
+    }
     const recovery = parseRecoveryKey(secret);
     for (const slot of slots) {
       const material = recovery && slot.kind === 'recovery' ? recovery : slot.kind === 'passphrase' ? Buffer.from(secret, 'utf8') : undefined;
@@ -172,6 +178,7 @@ export class Repository {
     const slotKey = await deriveSlotKey(secret, kdf);
     const body = {
       version: 1 as const,
+      storeId: this.config.storeId,
       slotId,
       kind,
       createdAt: this.clock.now().toISOString(),
@@ -312,7 +319,8 @@ export class Repository {
    */
   async commitPoint(index: DiskIndex, fields: Omit<PointManifest, 'formatVersion' | 'indexDigest' | 'pointId' | 'createdAt'>): Promise<PointManifest> {
     const created = this.clock.now();
-    const pointId = newTimeId(created);
+    // Strictly after the parent, so the newest point is always the last one listed.
+    const pointId = pointIds.next(created, undefined, fields.parentPointId ?? undefined);
     const plain = encodeDiskIndex(index);
     const indexBytes = await this.putSealed(pointIndexKey(fields.disk, pointId), plain);
     const manifest: PointManifest = {
@@ -337,6 +345,8 @@ export class Repository {
     return randomBytes(16);
   }
 }
+
+const pointIds = new TimeIdSequence();
 
 function addPack(map: ChunkIdMap<ChunkLocation>, pack: PackHeader): void {
   for (const chunk of pack.chunks) map.add(chunk.id, 0, { pack, chunk });

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { newTimeId, timeOfId, TIME_ID_PATTERN } from '../../src/format/ids.js';
+import { newTimeId, timeOfId, TimeIdSequence, TIME_ID_PATTERN } from '../../src/format/ids.js';
 
 const MAX_MS = 2 ** 48 - 1; // ULID time field: 48 bits
 const ms = fc.integer({ min: 0, max: MAX_MS });
@@ -45,4 +45,17 @@ test('timeOfId refuses anything that is not a time id', () => {
     assert.equal(timeOfId(bad), undefined, bad);
   }
   assert.throws(() => newTimeId(new Date(-1)), RangeError);
+});
+
+test('a TimeIdSequence strictly increases within a millisecond, after a step back, and after a given id', () => {
+  const seq = new TimeIdSequence();
+  const t = new Date('2026-11-01T00:00:00Z');
+  const ids = Array.from({ length: 50 }, () => seq.next(t));
+  assert.deepEqual([...ids].sort(), ids);
+  assert.equal(new Set(ids).size, ids.length);
+  const back = seq.next(new Date(t.getTime() - 60_000));
+  assert.ok(back > (ids[ids.length - 1] as string), 'a clock that stepped back still gives a later id');
+  const foreign = newTimeId(new Date(t.getTime() + 5_000));
+  const after = new TimeIdSequence().next(t, undefined, foreign);
+  assert.ok(after > foreign);
 });

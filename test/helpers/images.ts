@@ -11,7 +11,8 @@ export function seededBytes(length: number, seed: number): Buffer {
     x ^= x >>> 17;
     x ^= x << 5;
     x >>>= 0;
-    out.writeUInt32LE(x, i - (i + 4 > length ? i + 4 - length : 0));
+    if (i + 4 <= length) out.writeUInt32LE(x, i);
+    else for (let j = i; j < length; j++) out[j] = (x >>> (8 * (j - i))) & 0xff;
   }
   return out;
 }
