@@ -1,4 +1,4 @@
-import { compress, decompress } from 'zstd-napi';
+import { Compressor, decompress } from 'zstd-napi';
 import { LifeboatError } from '../core/errors.js';
 
 /**
@@ -15,8 +15,15 @@ export const ZSTD_LEVEL = 1;
  * Compresses `data` with zstd, returning the raw bytes and CODEC_NONE when
  * compression saves less than 1/32 of the size (random data, encrypted files).
  */
+let compressor: Compressor | undefined;
+
 export function encode(data: Buffer): { codec: CodecId; payload: Buffer } {
-  const packed = compress(data, { compressionLevel: ZSTD_LEVEL });
+  // One context per thread, reused: creating one per call costs more than compressing 4 KiB.
+  if (!compressor) {
+    compressor = new Compressor();
+    compressor.setParameters({ compressionLevel: ZSTD_LEVEL });
+  }
+  const packed = compressor.compress(data);
   if (packed.length + (data.length >> 5) < data.length) return { codec: CODEC_ZSTD, payload: packed };
   return { codec: CODEC_NONE, payload: data };
 }

@@ -78,13 +78,17 @@ export async function backupSource(repo: Repository, source: BlockSource, option
     const lane = async (): Promise<void> => {
       while (next < batches.length) {
         const batch = batches[next++] as { offset: number; length: number };
-        const buf = Buffer.allocUnsafe(batch.length);
-        if (source instanceof DiskSource) await source.readInto(buf, batch.offset);
-        else (await source.read(batch.offset, batch.length)).copy(buf);
-        bytesRead += batch.length;
-        const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length) as ArrayBuffer;
         const batchId = nextBatchId++;
-        const res = await pool.run({ type: 'hash', batchId, buffer: ab, length: batch.length, chunkSizeBytes: cs }, [ab]);
+        let res;
+        if (source instanceof DiskSource) {
+          // The worker reads the file itself: the bytes never pass through this thread.
+          res = await pool.run({ type: 'hash', batchId, fd: source.fd, position: batch.offset, length: batch.length, chunkSizeBytes: cs });
+        } else {
+          const buf = await source.read(batch.offset, batch.length);
+          const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length) as ArrayBuffer;
+          res = await pool.run({ type: 'hash', batchId, buffer: ab, length: batch.length, chunkSizeBytes: cs }, [ab]);
+        }
+        bytesRead += batch.length;
         if (res.type !== 'hash') throw new LifeboatError('INTERNAL', 'unexpected worker reply');
         const ids = Buffer.from(res.ids);
         const firstSlot = batch.offset / cs;

@@ -5,11 +5,13 @@
  * by copy. A hashed batch stays in the worker until its seal request says which
  * of its chunks are new, so chunk data crosses threads only once, compressed.
  */
+import { readSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { ChunkHasher, CHUNK_ID_BYTES, open, seal } from '../format/crypto.js';
 
 export type WorkerRequest =
-  | { type: 'hash'; taskId: number; batchId: number; buffer: ArrayBuffer; length: number; chunkSizeBytes: number }
+  /** Hashes a batch given as bytes (`buffer`) or read by the worker itself from an open file descriptor (`fd`, `position`). */
+  | { type: 'hash'; taskId: number; batchId: number; buffer?: ArrayBuffer; fd?: number; position?: number; length: number; chunkSizeBytes: number }
   /**
    * Seals frames. Their plaintext is either given (`frames`) or gathered from a
    * kept batch: `layout` lists, per frame, a chunk count then (offset, length)
@@ -38,7 +40,16 @@ function transferable(b: Buffer): ArrayBuffer {
 
 function handle(req: WorkerRequest): void {
   if (req.type === 'hash') {
-    const data = Buffer.from(req.buffer, 0, req.length);
+    let data: Buffer;
+    if (req.buffer) data = Buffer.from(req.buffer, 0, req.length);
+    else {
+      data = Buffer.allocUnsafe(req.length);
+      for (let done = 0; done < req.length; ) {
+        const n = readSync(req.fd as number, data, done, req.length - done, (req.position as number) + done);
+        if (n === 0) throw Object.assign(new Error(`source ended at ${(req.position as number) + done} (did it shrink?)`), { code: 'SOURCE_UNREADABLE' });
+        done += n;
+      }
+    }
     const n = Math.ceil(req.length / req.chunkSizeBytes);
     const ids = Buffer.alloc(n * CHUNK_ID_BYTES);
     if (zero.length !== req.chunkSizeBytes) zero = Buffer.alloc(req.chunkSizeBytes);

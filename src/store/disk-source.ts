@@ -44,6 +44,11 @@ export class DiskSource implements BlockSource {
     return new DiskSource(path, handle, size, st.isBlockDevice());
   }
 
+  /** The open file descriptor, for worker threads that read the source directly. */
+  get fd(): number {
+    return this.handle.fd;
+  }
+
   async read(offset: number, length: number): Promise<Buffer> {
     const buf = Buffer.allocUnsafe(length);
     await this.readInto(buf, offset);
