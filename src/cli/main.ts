@@ -21,7 +21,7 @@ export function buildProgram(env: Env, signals: AbortSignal): Command {
     .description('Lifeboat: disk replication to object storage, recovery points, restore and instant NBD serve')
     .version(VERSION)
     .exitOverride()
-    .configureOutput({ writeOut: (s) => env.stdout.write(s), writeErr: (s) => env.stderr.write(s) });
+    .configureOutput({ writeOut: (s) => env.stdout.write(s), writeErr: (s) => env.stderr.write(s), outputError: () => undefined });
   const store = program.command('store').description('create, check and clean a store');
   storeInit.register(store, env);
   storeVerify.register(store, env);
@@ -41,6 +41,7 @@ export function buildProgram(env: Env, signals: AbortSignal): Command {
   const leaves = (c: Command): Command[] => (c.commands.length === 0 ? [c] : c.commands.flatMap(leaves));
   for (const leaf of leaves(program)) {
     leaf.exitOverride();
+    leaf.configureOutput({ writeOut: (s) => env.stdout.write(s), writeErr: (s) => env.stderr.write(s), outputError: () => undefined });
     if (leaf.name() === 'quickstart') continue;
     leaf.addOption(new Option('--store <url>', 'store URL: file:///path, azblob://account/container, s3://bucket/prefix').env('LIFEBOAT_STORE'));
     leaf.option('--passphrase-file <file>', 'read the passphrase (or recovery key) from the first line of this file; else LIFEBOAT_PASSPHRASE');
@@ -64,17 +65,17 @@ export async function main(argv: string[], env: Env = { env: process.env, stdout
     await buildProgram(env, abort.signal).parseAsync(argv, { from: 'user' });
     return 0;
   } catch (err) {
-    if (err instanceof CommanderError) {
-      if (err.exitCode === 0) return 0; // --help, --version
-      return ERROR_CODES.USAGE.exitCode;
-    }
-    const e = asLifeboatError(err);
-    if (json) env.stdout.write(JSON.stringify({ error: e.toJSON() }, null, 2) + '\n');
-    if (!(e.details.reported === true && json)) {
-      env.stderr.write(`lifeboat: ${e.code}: ${e.message}\n`);
-      if (e.hint) env.stderr.write(`Try: ${e.hint}\n`);
-      if (e.code === 'INTERNAL' && e.stack) env.stderr.write(`${e.stack}\n`);
-    }
+    if (err instanceof CommanderError && err.exitCode === 0) return 0; // --help, --version
+    const e =
+      err instanceof CommanderError
+        ? new LifeboatError('USAGE', err.message.replace(/^error: /, ''), { details: { commander: err.code } })
+        : asLifeboatError(err);
+    // A command that already printed its --json result (verify's report) is not followed by a second document.
+    if (json && e.details.reported !== true) env.stdout.write(JSON.stringify({ error: e.toJSON() }, null, 2) + '\n');
+    env.stderr.write(`lifeboat: ${e.code}: ${e.message}\n`);
+    if (e.hint) env.stderr.write(`Try: ${e.hint}\n`);
+    else if (e.code === 'USAGE') env.stderr.write('Try: lifeboat --help, or lifeboat COMMAND --help\n');
+    if (e.code === 'INTERNAL' && e.stack) env.stderr.write(`${e.stack}\n`);
     return ERROR_CODES[e.code].exitCode;
   } finally {
     process.off('SIGINT', onSignal);

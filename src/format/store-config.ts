@@ -36,7 +36,10 @@ export function parseStoreConfig(buf: Buffer): StoreConfig {
   if (o === null || typeof o !== 'object' || o.format !== 'lifeboat-store') {
     throw new LifeboatError('CORRUPT_OBJECT', 'store config is not a Lifeboat store config', { details: { object: 'config' } });
   }
-  if (typeof o.version !== 'number' || o.version > STORE_FORMAT_VERSION) {
+  if (!Number.isInteger(o.version) || (o.version as number) < 1) {
+    throw new LifeboatError('CORRUPT_OBJECT', 'store config has no valid format version', { details: { object: 'config' } });
+  }
+  if ((o.version as number) > STORE_FORMAT_VERSION) {
     throw new LifeboatError('STORE_UNSUPPORTED_VERSION', `store format version ${String(o.version)} is newer than this program reads (${STORE_FORMAT_VERSION})`);
   }
   const size = o.chunkSizeBytes;

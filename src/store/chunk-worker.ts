@@ -8,24 +8,7 @@
 import { readSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { ChunkHasher, CHUNK_ID_BYTES, open, seal } from '../format/crypto.js';
-
-export type WorkerRequest =
-  /** Hashes a batch given as bytes (`buffer`) or read by the worker itself from an open file descriptor (`fd`, `position`). */
-  | { type: 'hash'; taskId: number; batchId: number; buffer?: ArrayBuffer; fd?: number; position?: number; length: number; chunkSizeBytes: number }
-  /**
-   * Seals frames. Their plaintext is either given (`frames`) or gathered from a
-   * kept batch: `layout` lists, per frame, a chunk count then (offset, length)
-   * pairs into the batch. The batch is released afterwards.
-   */
-  | { type: 'seal'; taskId: number; key: Uint8Array; aad: Uint8Array; frames?: ArrayBuffer[]; batchId?: number; layout?: Uint32Array }
-  /** Opens the frames at (offset, length) pairs of `buffer`. */
-  | { type: 'open'; taskId: number; key: Uint8Array; aad: Uint8Array; buffer: ArrayBuffer; spans: Uint32Array; what: string };
-
-export type WorkerResponse =
-  | { type: 'hash'; taskId: number; ids: ArrayBuffer }
-  | { type: 'seal'; taskId: number; envelopes: ArrayBuffer[] }
-  | { type: 'open'; taskId: number; plaintexts: ArrayBuffer[] }
-  | { type: 'error'; taskId: number; message: string; code?: string };
+import { join, type WorkerRequest, type WorkerResponse } from './chunk-worker-protocol.js';
 
 const hasher = new ChunkHasher(Buffer.from(workerData.idKey as Uint8Array));
 const batches = new Map<number, Buffer>();
@@ -77,20 +60,20 @@ function handle(req: WorkerRequest): void {
         plaintexts.push(parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts));
       }
     }
-    const envelopes = plaintexts.map((p) => transferable(seal(key, p, aadBuf)));
-    const res: WorkerResponse = { type: 'seal', taskId: req.taskId, envelopes };
-    parentPort?.postMessage(res, envelopes);
+    const envelopes = plaintexts.map((p) => seal(key, p, aadBuf));
+    const res: WorkerResponse = { type: 'seal', taskId: req.taskId, ...join(envelopes) };
+    parentPort?.postMessage(res, [res.joined]);
   } else {
     const key = Buffer.from(req.key);
     const aadBuf = Buffer.from(req.aad);
     const buf = Buffer.from(req.buffer);
-    const plaintexts: ArrayBuffer[] = [];
+    const plaintexts: Buffer[] = [];
     for (let i = 0; i < req.spans.length; i += 2) {
       const start = req.spans[i] as number;
-      plaintexts.push(transferable(open(key, buf.subarray(start, start + (req.spans[i + 1] as number)), aadBuf, req.what)));
+      plaintexts.push(open(key, buf.subarray(start, start + (req.spans[i + 1] as number)), aadBuf, req.what));
     }
-    const res: WorkerResponse = { type: 'open', taskId: req.taskId, plaintexts };
-    parentPort?.postMessage(res, plaintexts);
+    const res: WorkerResponse = { type: 'open', taskId: req.taskId, ...join(plaintexts) };
+    parentPort?.postMessage(res, [res.joined]);
   }
 }
 

@@ -81,6 +81,12 @@ export class DiskSource implements BlockSource {
     const end = Math.min(offset + length, this.sizeBytes);
     const seek = this.isBlockDevice ? null : nativeSeek();
     if (!seek) return offset < end ? [{ offset, length: end - offset, zero: false }] : [];
+    const now = await this.handle.stat();
+    if (now.size < this.sizeBytes) {
+      throw new LifeboatError('SOURCE_UNREADABLE', `${this.path} shrank from ${this.sizeBytes} to ${now.size} bytes while being read`, {
+        details: { path: this.path },
+      });
+    }
     const out: Extent[] = [];
     let pos = offset;
     while (pos < end) {

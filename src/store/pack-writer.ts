@@ -4,6 +4,7 @@ import { packKey as packObjectKey } from '../format/layout.js';
 import { encodePackHeader, encodeTrailer, PACK_TRAILER_BYTES, type ChunkRef, type FrameRef, type PackHeader } from '../format/pack.js';
 import { ChunkIdMap } from './chunk-map.js';
 import type { Repository } from './repository.js';
+import { split } from './chunk-worker-protocol.js';
 import type { PoolRequest, WorkerPool } from './worker-pool.js';
 
 /** A new chunk whose bytes are in this thread. */
@@ -202,9 +203,8 @@ export class PackWriter {
       .run(request(pack), transfer, worker)
       .then((res) => {
         if (res.type !== 'seal') throw new LifeboatError('INTERNAL', 'unexpected worker reply');
-        res.envelopes.forEach((env, i) => {
+        split(res.joined, res.lengths).forEach((sealed, i) => {
           const frameIndex = pack.frames.length;
-          const sealed = Buffer.from(env);
           pack.frames.push({ offset: pack.dataBytes, length: sealed.length });
           pack.parts.push(sealed);
           pack.dataBytes += sealed.length;

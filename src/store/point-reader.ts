@@ -8,6 +8,7 @@ import type { PointManifest } from '../format/manifest.js';
 import type { PackHeader } from '../format/pack.js';
 import { frameAad } from './pack-writer.js';
 import type { Repository } from './repository.js';
+import { split } from './chunk-worker-protocol.js';
 import { WorkerPool } from './worker-pool.js';
 
 export interface PointReaderOptions {
@@ -245,7 +246,7 @@ export class PointReader implements BlockSource {
       const whole = raw.byteOffset === 0 && raw.byteLength === raw.buffer.byteLength ? (raw.buffer as ArrayBuffer) : (raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.length) as ArrayBuffer);
       const res = await this.pool.run({ type: 'open', key, aad: this.aad, buffer: whole, spans, what }, [whole]);
       if (res.type !== 'open') throw new LifeboatError('INTERNAL', 'unexpected worker reply');
-      plains = res.plaintexts.map((b) => Buffer.from(b));
+      plains = split(res.joined, res.lengths);
     } else {
       plains = frames.map((f) => open(Buffer.from(key), raw.subarray(f.offset - start, f.offset - start + f.length), Buffer.from(this.aad), what));
     }

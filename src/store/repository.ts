@@ -122,8 +122,9 @@ export class Repository {
       throw err;
     }
     const config = parseStoreConfig(raw);
-    const slots = await Repository.readKeySlots(storage);
-    if (slots.length === 0) throw new LifeboatError('CORRUPT_OBJECT', 'the store has no key slots', { details: { object: KEYS_PREFIX } });
+    // A damaged slot does not stop another, intact slot from opening the store: that is what the recovery key is for.
+    const { slots, damaged } = await Repository.readKeySlots(storage);
+    if (slots.length === 0 && damaged.length === 0) throw new LifeboatError('CORRUPT_OBJECT', 'the store has no key slots', { details: { object: KEYS_PREFIX } });
     if (slots.some((s) => s.storeId !== config.storeId)) {
       // The slots' checksums held, so the config's unauthenticated storeId is what changed.
       throw new LifeboatError('CORRUPT_OBJECT', 'store config names another store than its key slots (edited or damaged)', {
@@ -151,26 +152,30 @@ export class Repository {
       }
       return new Repository(storage, config, key, options.clock ?? systemClock);
     }
+    if (damaged[0]) throw damaged[0];
     throw new LifeboatError('WRONG_PASSPHRASE', 'the passphrase or recovery key opens no key slot of this store');
   }
 
-  private static async readKeySlots(storage: Storage): Promise<KeySlot[]> {
+  private static async readKeySlots(storage: Storage): Promise<{ slots: KeySlot[]; damaged: LifeboatError[] }> {
     const slots: KeySlot[] = [];
+    const damaged: LifeboatError[] = [];
     for await (const info of storage.list(KEYS_PREFIX)) {
       const raw = await storage.get(info.key);
       let slot: KeySlot;
       try {
         slot = JSON.parse(raw.toString('utf8')) as KeySlot;
       } catch (err) {
-        throw new LifeboatError('CORRUPT_OBJECT', `key slot ${info.key} is not JSON`, { cause: err, details: { object: info.key } });
+        damaged.push(new LifeboatError('CORRUPT_OBJECT', `key slot ${info.key} is not JSON`, { cause: err, details: { object: info.key } }));
+        continue;
       }
       const { checksum, ...rest } = slot;
       if (typeof checksum !== 'string' || blake3(slotChecksumInput(rest)).toString('hex') !== checksum) {
-        throw new LifeboatError('CORRUPT_OBJECT', `key slot ${info.key} is damaged (checksum mismatch)`, { details: { object: info.key } });
+        damaged.push(new LifeboatError('CORRUPT_OBJECT', `key slot ${info.key} is damaged (checksum mismatch)`, { details: { object: info.key } }));
+        continue;
       }
       slots.push(slot);
     }
-    return slots;
+    return { slots, damaged };
   }
 
   async addKeySlot(kind: KeySlot['kind'], secret: Buffer, kdf: KdfParams): Promise<string> {
@@ -190,8 +195,11 @@ export class Repository {
     return slotId;
   }
 
+  /** Every key slot; CORRUPT_OBJECT for the first damaged one. */
   async keySlots(): Promise<KeySlot[]> {
-    return Repository.readKeySlots(this.storage);
+    const { slots, damaged } = await Repository.readKeySlots(this.storage);
+    if (damaged[0]) throw damaged[0];
+    return slots;
   }
 
   // ---- sealed objects -----------------------------------------------------

@@ -3,7 +3,7 @@ import { ChunkHasher, CHUNK_ID_BYTES, open } from '../format/crypto.js';
 import { isZeroId } from '../format/disk-index.js';
 import { DATA_PREFIX, INDEX_PREFIX, packIdFromKey, packKey, parsePointKey, POINTS_PREFIX, KEYS_PREFIX } from '../format/layout.js';
 import { decodeIndex, decodePackHeader, decodeTrailer, PACK_TRAILER_BYTES, type PackHeader } from '../format/pack.js';
-import { listSegments, readSegment } from './journal.js';
+import { listSegments, pendingRun, readSegment } from './journal.js';
 import { frameAad, packHeaderAad } from './pack-writer.js';
 import { ChunkIdMap } from './chunk-map.js';
 import type { Repository } from './repository.js';
@@ -39,7 +39,9 @@ export async function verifyStore(repo: Repository, options: { full?: boolean; o
   const problems: VerifyProblem[] = [];
   const fail = (object: string, err: unknown): void => {
     const e = asLifeboatError(err);
-    problems.push({ code: e.code, object, message: e.message });
+    // The error may name the damaged object more exactly (a point's index rather than its manifest).
+    const named = typeof e.details.object === 'string' ? /(?:config|keys\/|data\/|index\/|points\/|journal\/)\S*/.exec(e.details.object)?.[0] : undefined;
+    problems.push({ code: e.code, object: named ?? object, message: e.message });
   };
   let bytesRead = 0;
 
@@ -109,7 +111,14 @@ export async function verifyStore(repo: Repository, options: { full?: boolean; o
   const disks = new Set<string>();
   for await (const info of repo.storage.list('journal/')) disks.add(info.key.split('/')[1] as string);
   for (const disk of disks) {
-    for (const seg of await listSegments(repo, disk)) {
+    const all = await listSegments(repo, disk);
+    const latest = await repo.latestPoint(disk).catch(() => undefined);
+    try {
+      pendingRun(latest ? latest.source : { generation: all[0]?.generation ?? 0, lastSequence: 0 }, all);
+    } catch (err) {
+      fail(`journal/${disk}/`, err);
+    }
+    for (const seg of all) {
       segments++;
       if (!options.full) continue;
       try {

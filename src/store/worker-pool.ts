@@ -1,7 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { ERROR_CODES, LifeboatError, type ErrorCode } from '../core/errors.js';
-import type { WorkerRequest, WorkerResponse } from './chunk-worker.js';
+import type { WorkerRequest, WorkerResponse } from './chunk-worker-protocol.js';
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 export type PoolRequest = DistributiveOmit<WorkerRequest, 'taskId'>;
