@@ -83,13 +83,16 @@ test('a config from a newer format version is STORE_UNSUPPORTED_VERSION', async 
   await rejectsCode(Repository.open(storage, PASS), 'STORE_UNSUPPORTED_VERSION');
 });
 
-test('a damaged key slot is CORRUPT_OBJECT, not a wrong passphrase', async () => {
-  const { storage } = await memoryRepo();
-  const [slot] = await listAll(storage, KEYS_PREFIX);
+test('a damaged key slot is CORRUPT_OBJECT, not a wrong passphrase; the other slot still opens the store', async () => {
+  const { storage, recoveryKey } = await memoryRepo();
+  const slots = await listAll(storage, KEYS_PREFIX);
+  const slot = slots.find((s) => (JSON.parse((storage.rawObject(s.key) as Buffer).toString('utf8')) as { kind: string }).kind === 'passphrase');
   assert.ok(slot);
   const json = JSON.parse((storage.rawObject(slot.key) as Buffer).toString('utf8')) as Record<string, unknown>;
   storage.setRawObject(slot.key, Buffer.from(JSON.stringify({ ...json, createdAt: '2000-01-01T00:00:00.000Z' })));
   await rejectsCode(Repository.open(storage, PASS), 'CORRUPT_OBJECT');
+  const viaRecovery = await Repository.open(storage, recoveryKey);
+  await rejectsCode(viaRecovery.keySlots(), 'CORRUPT_OBJECT');
   storage.setRawObject(slot.key, Buffer.from('{ not json'));
   await rejectsCode(Repository.open(storage, PASS), 'CORRUPT_OBJECT');
 });
