@@ -13,13 +13,31 @@ export type WorkerRequest =
    */
   | { type: 'seal'; taskId: number; key: Uint8Array; aad: Uint8Array; frames?: ArrayBuffer[]; batchId?: number; layout?: Uint32Array }
   /** Opens the frames at (offset, length) pairs of `buffer`. */
-  | { type: 'open'; taskId: number; key: Uint8Array; aad: Uint8Array; buffer: ArrayBuffer; spans: Uint32Array; what: string };
+  | { type: 'open'; taskId: number; key: Uint8Array; aad: Uint8Array; buffer: ArrayBuffer; spans: Uint32Array; what: string }
+  /**
+   * Opens frames like 'open', then writes chunks of them to the file `fd`:
+   * `writes` holds (disk offset, frame number, offset in the frame, length)
+   * per chunk; `ids` (16 bytes per write), when given, are checked first.
+   */
+  | {
+      type: 'write';
+      taskId: number;
+      key: Uint8Array;
+      aad: Uint8Array;
+      buffer: ArrayBuffer;
+      spans: Uint32Array;
+      what: string;
+      fd: number;
+      writes: Float64Array;
+      ids?: Uint8Array;
+    };
 
 export type WorkerResponse =
   | { type: 'hash'; taskId: number; ids: ArrayBuffer }
   /** Results travel as one buffer holding every envelope or plaintext back to back, with their lengths: one transfer per task. */
   | { type: 'seal'; taskId: number; joined: ArrayBuffer; lengths: Uint32Array }
   | { type: 'open'; taskId: number; joined: ArrayBuffer; lengths: Uint32Array }
+  | { type: 'write'; taskId: number; bytesWritten: number }
   | { type: 'error'; taskId: number; message: string; code?: string };
 
 export function join(parts: Buffer[]): { joined: ArrayBuffer; lengths: Uint32Array } {

@@ -5,7 +5,7 @@
  * by copy. A hashed batch stays in the worker until its seal request says which
  * of its chunks are new, so chunk data crosses threads only once, compressed.
  */
-import { readSync } from 'node:fs';
+import { readSync, writeSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { ChunkHasher, CHUNK_ID_BYTES, open, seal } from '../format/crypto.js';
 import { join, type WorkerRequest, type WorkerResponse } from './chunk-worker-protocol.js';
@@ -72,9 +72,49 @@ function handle(req: WorkerRequest): void {
       const start = req.spans[i] as number;
       plaintexts.push(open(key, buf.subarray(start, start + (req.spans[i + 1] as number)), aadBuf, req.what));
     }
-    const res: WorkerResponse = { type: 'open', taskId: req.taskId, ...join(plaintexts) };
-    parentPort?.postMessage(res, [res.joined]);
+    if (req.type === 'open') {
+      const res: WorkerResponse = { type: 'open', taskId: req.taskId, ...join(plaintexts) };
+      parentPort?.postMessage(res, [res.joined]);
+      return;
+    }
+    const res: WorkerResponse = { type: 'write', taskId: req.taskId, bytesWritten: writeChunks(req.fd, plaintexts, req.writes, req.ids, req.what) };
+    parentPort?.postMessage(res);
   }
+}
+
+/** Writes chunk ranges of decoded frames to `fd`, merging neighbours into one write. */
+function writeChunks(fd: number, frames: Buffer[], writes: Float64Array, ids: Uint8Array | undefined, what: string): number {
+  let written = 0;
+  let run: { disk: number; frame: number; inner: number; length: number } | undefined;
+  const flush = (): void => {
+    if (!run) return;
+    const frame = frames[run.frame] as Buffer;
+    try {
+      for (let done = 0; done < run.length; ) done += writeSync(fd, frame, run.inner + done, run.length - done, run.disk + done);
+    } catch (err) {
+      throw Object.assign(new Error(`write at ${run.disk} failed: ${(err as Error).message}`), { code: 'TARGET_UNWRITABLE' });
+    }
+    written += run.length;
+    run = undefined;
+  };
+  for (let w = 0; w < writes.length / 4; w++) {
+    const disk = writes[4 * w] as number;
+    const frame = writes[4 * w + 1] as number;
+    const inner = writes[4 * w + 2] as number;
+    const length = writes[4 * w + 3] as number;
+    const plain = frames[frame] as Buffer;
+    if (plain.length < inner + length) throw Object.assign(new Error(`${what}: frame is shorter than its chunks`), { code: 'CORRUPT_OBJECT' });
+    if (ids && !hasher.id(plain.subarray(inner, inner + length)).equals(Buffer.from(ids.buffer, ids.byteOffset + 16 * w, 16))) {
+      throw Object.assign(new Error(`${what}: a chunk does not hash to its id`), { code: 'CORRUPT_OBJECT' });
+    }
+    if (run && run.frame === frame && run.disk + run.length === disk && run.inner + run.length === inner) run.length += length;
+    else {
+      flush();
+      run = { disk, frame, inner, length };
+    }
+  }
+  flush();
+  return written;
 }
 
 parentPort?.on('message', (req: WorkerRequest) => {

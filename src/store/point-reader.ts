@@ -139,10 +139,12 @@ export class PointReader implements BlockSource {
       const pack = this.packs[p] as PackHeader;
       const ref = pack.chunks[this.slotChunk[slot] as number] as PackHeader['chunks'][number];
       const frame = frames.get(p * FRAME_KEY_SPAN + ref.frame) as Buffer;
-      const chunk = frame.subarray(ref.innerOffset, ref.innerOffset + ref.length);
-      if (chunk.length !== ref.length) throw corrupt(pack, `frame ${ref.frame} is shorter than its chunks`);
-      if (this.hasher && !this.hasher.id(chunk).equals(ref.id)) throw corrupt(pack, `chunk in frame ${ref.frame} does not hash to its id`);
-      const copied = from - start < chunk.length ? chunk.copy(out, from - offset, from - start, Math.min(to - start, chunk.length)) : 0;
+      if (frame.length < ref.innerOffset + ref.length) throw corrupt(pack, `frame ${ref.frame} is shorter than its chunks`);
+      if (this.hasher && !this.hasher.id(frame.subarray(ref.innerOffset, ref.innerOffset + ref.length)).equals(ref.id)) {
+        throw corrupt(pack, `chunk in frame ${ref.frame} does not hash to its id`);
+      }
+      // Copy straight out of the frame: no per-chunk view objects on this hot path.
+      const copied = from - start < ref.length ? frame.copy(out, from - offset, ref.innerOffset + from - start, ref.innerOffset + Math.min(to - start, ref.length)) : 0;
       if (from - offset + copied < to - offset) out.fill(0, from - offset + copied, to - offset);
     }
     if (offset === this.lastEnd && this.readAheadBytes > 0) {
@@ -216,9 +218,117 @@ export class PointReader implements BlockSource {
   }
 
   private async fetchRun(run: number[]): Promise<Buffer[]> {
-    const packNo = Math.floor((run[0] as number) / FRAME_KEY_SPAN);
+    const { raw, packNo, start, frames } = await this.fetchRaw(run);
+    const key = this.packKeyOf(packNo);
+    const what = `frame of pack ${(this.packs[packNo] as PackHeader).packId.toString('hex')}`;
+    let plains: Buffer[];
+    if (this.pool) {
+      const spans = Uint32Array.from(frames.flatMap((f) => [f.offset - start, f.length]));
+      const res = await this.pool.run({ type: 'open', key, aad: this.aad, buffer: raw, spans, what }, [raw]);
+      if (res.type !== 'open') throw new LifeboatError('INTERNAL', 'unexpected worker reply');
+      plains = split(res.joined, res.lengths);
+    } else {
+      const bytes = Buffer.from(raw);
+      plains = frames.map((f) => open(Buffer.from(key), bytes.subarray(f.offset - start, f.offset - start + f.length), Buffer.from(this.aad), what));
+    }
+    run.forEach((k, i) => this.remember(k, plains[i] as Buffer));
+    return plains;
+  }
+
+  private remember(k: number, b: Buffer): void {
+    if (this.cache.has(k)) return;
+    this.cache.set(k, b);
+    this.cachedBytes += b.length;
+    while (this.cachedBytes > this.cacheBytes && this.cache.size > 0) {
+      const [oldest, buf] = this.cache.entries().next().value as [number, Buffer];
+      this.cache.delete(oldest);
+      this.cachedBytes -= buf.length;
+    }
+  }
+
+  /**
+   * Writes every stored chunk of the point into the file `fd` at its disk
+   * offset; zero chunks are skipped (the caller provides zeros: a fresh sparse
+   * file, or its own zero fill). Each frame is fetched once, however many slots
+   * share it, in runs of consecutive frames; worker threads decode and write,
+   * so this thread only fetches. Returns the bytes written.
+   */
+  async writeTo(fd: number, options: { parallel?: number; onProgress?: (writtenBytes: number) => void } = {}): Promise<number> {
+    this.checkComplete();
+    const cs = this.index.chunkSizeBytes;
+    const frameOf = (slot: number): number =>
+      (this.slotPack[slot] as number) * FRAME_KEY_SPAN + ((this.packs[this.slotPack[slot] as number] as PackHeader).chunks[this.slotChunk[slot] as number] as { frame: number }).frame;
+    const slots: number[] = [];
+    for (let slot = 0; slot < this.slotPack.length; slot++) if ((this.slotPack[slot] as number) >= 0) slots.push(slot);
+    const keys = new Float64Array(this.slotPack.length);
+    for (const slot of slots) keys[slot] = frameOf(slot);
+    const order = Uint32Array.from(slots).sort((a, b) => (keys[a] as number) - (keys[b] as number) || a - b);
+
+    // Tasks: runs of consecutive frames of one pack, with every chunk write they feed.
+    interface Task {
+      frames: number[];
+      writes: number[];
+      ids: Buffer[];
+      bytes: number;
+    }
+    const tasks: Task[] = [];
+    let task: Task | undefined;
+    for (const slot of order) {
+      const k = keys[slot] as number;
+      const pack = this.packs[Math.floor(k / FRAME_KEY_SPAN)] as PackHeader;
+      const ref = pack.chunks[this.slotChunk[slot] as number] as PackHeader['chunks'][number];
+      const last = task?.frames[task.frames.length - 1];
+      if (!task || (last !== k && (last === undefined || last + 1 !== k || task.bytes + (pack.frames[ref.frame] as { length: number }).length > this.maxRunBytes))) {
+        task = { frames: [k], writes: [], ids: [], bytes: (pack.frames[ref.frame] as { length: number }).length };
+        tasks.push(task);
+      } else if (last !== k) {
+        task.frames.push(k);
+        task.bytes += (pack.frames[ref.frame] as { length: number }).length;
+      }
+      task.writes.push(slot * cs, task.frames.length - 1, ref.innerOffset, Math.min(ref.length, this.sizeBytes - slot * cs));
+      if (this.hasher) task.ids.push(ref.id);
+    }
+
+    const pool = this.pool ?? new WorkerPool(this.repo.key.idKey);
+    let next = 0;
+    let written = 0;
+    const lane = async (): Promise<void> => {
+      while (next < tasks.length) {
+        const t = tasks[next++] as Task;
+        const { raw, packNo, start, frames } = await this.fetchRaw(t.frames);
+        const spans = Uint32Array.from(frames.flatMap((f) => [f.offset - start, f.length]));
+        const res = await pool.run(
+          {
+            type: 'write',
+            key: this.packKeyOf(packNo),
+            aad: this.aad,
+            buffer: raw,
+            spans,
+            what: `frame of pack ${(this.packs[packNo] as PackHeader).packId.toString('hex')}`,
+            fd,
+            writes: Float64Array.from(t.writes),
+            ...(this.hasher ? { ids: new Uint8Array(Buffer.concat(t.ids)) } : {}),
+          },
+          [raw],
+        );
+        if (res.type !== 'write') throw new LifeboatError('INTERNAL', 'unexpected worker reply');
+        written += res.bytesWritten;
+        options.onProgress?.(written);
+      }
+    };
+    try {
+      await Promise.all(Array.from({ length: options.parallel ?? pool.size * 2 }, lane));
+    } finally {
+      if (pool !== this.pool) await pool.close();
+    }
+    return written;
+  }
+
+  /** Fetches the consecutive frames `keys` of one pack in one range read, as a transferable buffer. */
+  private async fetchRaw(keys: number[]): Promise<{ raw: ArrayBuffer; packNo: number; start: number; frames: { offset: number; length: number }[] }> {
+    const packNo = Math.floor((keys[0] as number) / FRAME_KEY_SPAN);
     const pack = this.packs[packNo] as PackHeader;
-    const frames = run.map((k) => pack.frames[k % FRAME_KEY_SPAN] as { offset: number; length: number });
+    const frames = keys.map((k) => pack.frames[k % FRAME_KEY_SPAN] as { offset: number; length: number });
     const start = (frames[0] as { offset: number }).offset;
     const last = frames[frames.length - 1] as { offset: number; length: number };
     const length = last.offset + last.length - start;
@@ -234,35 +344,17 @@ export class PointReader implements BlockSource {
     }
     if (raw.length !== length) throw corrupt(pack, 'is shorter than its index says (truncated)');
     this.fetchedBytes += raw.length;
-    let key = this.packKeys[packNo];
-    if (!key) {
-      key = new Uint8Array(this.repo.key.packKey(pack.packId));
-      this.packKeys[packNo] = key;
-    }
-    const what = `frame of pack ${idHex}`;
-    let plains: Buffer[];
-    if (this.pool) {
-      const spans = Uint32Array.from(frames.flatMap((f) => [f.offset - start, f.length]));
-      const whole = raw.byteOffset === 0 && raw.byteLength === raw.buffer.byteLength ? (raw.buffer as ArrayBuffer) : (raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.length) as ArrayBuffer);
-      const res = await this.pool.run({ type: 'open', key, aad: this.aad, buffer: whole, spans, what }, [whole]);
-      if (res.type !== 'open') throw new LifeboatError('INTERNAL', 'unexpected worker reply');
-      plains = split(res.joined, res.lengths);
-    } else {
-      plains = frames.map((f) => open(Buffer.from(key), raw.subarray(f.offset - start, f.offset - start + f.length), Buffer.from(this.aad), what));
-    }
-    run.forEach((k, i) => this.remember(k, plains[i] as Buffer));
-    return plains;
+    const whole = raw.byteOffset === 0 && raw.byteLength === raw.buffer.byteLength ? (raw.buffer as ArrayBuffer) : (raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.length) as ArrayBuffer);
+    return { raw: whole, packNo, start, frames };
   }
 
-  private remember(k: number, b: Buffer): void {
-    if (this.cache.has(k)) return;
-    this.cache.set(k, b);
-    this.cachedBytes += b.length;
-    while (this.cachedBytes > this.cacheBytes && this.cache.size > 0) {
-      const [oldest, buf] = this.cache.entries().next().value as [number, Buffer];
-      this.cache.delete(oldest);
-      this.cachedBytes -= buf.length;
+  private packKeyOf(packNo: number): Uint8Array {
+    let key = this.packKeys[packNo];
+    if (!key) {
+      key = new Uint8Array(this.repo.key.packKey((this.packs[packNo] as PackHeader).packId));
+      this.packKeys[packNo] = key;
     }
+    return key;
   }
 
   async extents(offset: number, length: number): Promise<Extent[]> {

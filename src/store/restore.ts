@@ -1,29 +1,29 @@
 import { open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { LifeboatError } from '../core/errors.js';
-import type { BlockSource } from '../core/block-source.js';
 import type { Progress } from './backup.js';
 import { nativeSeek } from './native.js';
+import type { PointReader } from './point-reader.js';
 
 export interface WriteDiskOptions {
-  /** Windows fetched and written at once. */
-  readonly parallel?: number;
-  readonly windowBytes?: number;
   /** The target device is known to read as zeros: skip writing zero ranges to it too. */
   readonly assumeZeroed?: boolean;
   readonly onProgress?: (p: Progress) => void;
 }
 
+const ZEROS = Buffer.alloc(4 * 2 ** 20);
+
 /**
- * Writes a BlockSource to a file or block device. A file is written to a
+ * Restores a recovery point to a file or block device. A file is written to a
  * temporary name beside the target, sparse (zero ranges are never written),
  * fsynced, then renamed into place, so the target is either the old file or the
  * complete image. A device is written in place: it must be at least as large as
  * the disk, and its zero ranges are written unless assumeZeroed.
  */
-export async function writeDisk(source: BlockSource, target: string, options: WriteDiskOptions = {}): Promise<{ bytesWritten: number }> {
+export async function writeDisk(reader: PointReader, target: string, options: WriteDiskOptions = {}): Promise<{ bytesWritten: number }> {
   const existing = await stat(target).catch(() => undefined);
   const isDevice = existing?.isBlockDevice() ?? false;
+  reader.checkComplete(); // a point with a missing chunk fails before anything is written
   const tmp = isDevice ? target : join(dirname(target), `.${basename(target)}.lifeboat-tmp-${process.pid}`);
   let handle: FileHandle;
   try {
@@ -34,38 +34,27 @@ export async function writeDisk(source: BlockSource, target: string, options: Wr
   try {
     if (isDevice) {
       const size = nativeSeek()?.seekEnd(handle.fd, 0) ?? 0;
-      if (size < source.sizeBytes) {
-        throw new LifeboatError('SIZE_MISMATCH', `device ${target} has ${size} bytes; the disk needs ${source.sizeBytes}`, { details: { target } });
+      if (size < reader.sizeBytes) {
+        throw new LifeboatError('SIZE_MISMATCH', `device ${target} has ${size} bytes; the disk needs ${reader.sizeBytes}`, { details: { target } });
       }
-    } else await handle.truncate(source.sizeBytes);
-    const windowBytes = options.windowBytes ?? 4 * 2 ** 20;
-    const windows: { offset: number; length: number }[] = [];
-    for (let o = 0; o < source.sizeBytes; o += windowBytes) windows.push({ offset: o, length: Math.min(windowBytes, source.sizeBytes - o) });
-    let next = 0;
-    let done = 0;
-    let bytesWritten = 0;
-    const writeZeros = isDevice && !options.assumeZeroed;
-    const lane = async (): Promise<void> => {
-      while (next < windows.length) {
-        const w = windows[next++] as { offset: number; length: number };
-        const extents = await source.extents(w.offset, w.length);
-        const anyData = extents.some((e) => !e.zero);
-        const data = anyData ? await source.read(w.offset, w.length) : undefined;
-        for (const e of extents) {
-          if (e.zero && !writeZeros) continue;
-          const part = data ? data.subarray(e.offset - w.offset, e.offset - w.offset + e.length) : Buffer.alloc(e.length);
-          await writeFully(handle, part, e.offset, target);
-          bytesWritten += e.length;
-        }
-        done += w.length;
-        options.onProgress?.({ phase: 'restore', doneBytes: done, totalBytes: source.sizeBytes });
+    } else await handle.truncate(reader.sizeBytes);
+    let zeroBytes = 0;
+    if (isDevice && !options.assumeZeroed) {
+      for (const e of await reader.extents(0, reader.sizeBytes)) {
+        if (!e.zero) continue;
+        for (let o = 0; o < e.length; o += ZEROS.length) await writeFully(handle, ZEROS.subarray(0, Math.min(ZEROS.length, e.length - o)), e.offset + o, target);
+        zeroBytes += e.length;
       }
-    };
-    await Promise.all(Array.from({ length: options.parallel ?? 4 }, lane));
+    }
+    const dataBytes = reader.sizeBytes - (await reader.extents(0, reader.sizeBytes)).filter((e) => e.zero).reduce((n, e) => n + e.length, 0);
+    const written = await reader.writeTo(handle.fd, {
+      onProgress: (done) => options.onProgress?.({ phase: 'restore', doneBytes: Math.min(done, dataBytes), totalBytes: dataBytes }),
+    });
+    options.onProgress?.({ phase: 'restore', doneBytes: dataBytes, totalBytes: dataBytes });
     await handle.sync();
     await handle.close();
     if (!isDevice) await rename(tmp, target);
-    return { bytesWritten };
+    return { bytesWritten: written + zeroBytes };
   } catch (err) {
     await handle.close().catch(() => undefined);
     if (!isDevice) await unlink(tmp).catch(() => undefined);
