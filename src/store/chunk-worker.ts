@@ -5,7 +5,7 @@
  * by copy. A hashed batch stays in the worker until its seal request says which
  * of its chunks are new, so chunk data crosses threads only once, compressed.
  */
-import { readSync, writeSync } from 'node:fs';
+import { readSync, writevSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { ChunkHasher, CHUNK_ID_BYTES, open, seal } from '../format/crypto.js';
 import { join, type WorkerRequest, type WorkerResponse } from './chunk-worker-protocol.js';
@@ -82,36 +82,58 @@ function handle(req: WorkerRequest): void {
   }
 }
 
-/** Writes chunk ranges of decoded frames to `fd`, merging neighbours into one write. */
+/**
+ * Writes chunk ranges of decoded frames to `fd`. Ranges that follow each other
+ * on disk go out in one writev call, whichever frames they come from: the cost
+ * of restoring is mostly the number of write calls.
+ */
 function writeChunks(fd: number, frames: Buffer[], writes: Float64Array, ids: Uint8Array | undefined, what: string): number {
   let written = 0;
-  let run: { disk: number; frame: number; inner: number; length: number } | undefined;
+  let parts: Buffer[] = [];
+  let runStart = 0;
+  let runLength = 0;
   const flush = (): void => {
-    if (!run) return;
-    const frame = frames[run.frame] as Buffer;
+    if (runLength === 0) return;
     try {
-      for (let done = 0; done < run.length; ) done += writeSync(fd, frame, run.inner + done, run.length - done, run.disk + done);
+      let done = 0;
+      while (done < runLength) {
+        let skip = done;
+        const rest = parts.flatMap((p) => {
+          if (skip >= p.length) {
+            skip -= p.length;
+            return [];
+          }
+          const view = skip > 0 ? p.subarray(skip) : p;
+          skip = 0;
+          return [view];
+        });
+        done += writevSync(fd, rest, runStart + done);
+      }
     } catch (err) {
-      throw Object.assign(new Error(`write at ${run.disk} failed: ${(err as Error).message}`), { code: 'TARGET_UNWRITABLE' });
+      throw Object.assign(new Error(`write at ${runStart} failed: ${(err as Error).message}`), { code: 'TARGET_UNWRITABLE' });
     }
-    written += run.length;
-    run = undefined;
+    written += runLength;
+    parts = [];
+    runLength = 0;
   };
   for (let w = 0; w < writes.length / 4; w++) {
     const disk = writes[4 * w] as number;
-    const frame = writes[4 * w + 1] as number;
+    const plain = frames[writes[4 * w + 1] as number] as Buffer;
     const inner = writes[4 * w + 2] as number;
     const length = writes[4 * w + 3] as number;
-    const plain = frames[frame] as Buffer;
     if (plain.length < inner + length) throw Object.assign(new Error(`${what}: frame is shorter than its chunks`), { code: 'CORRUPT_OBJECT' });
-    if (ids && !hasher.id(plain.subarray(inner, inner + length)).equals(Buffer.from(ids.buffer, ids.byteOffset + 16 * w, 16))) {
+    const chunk = plain.subarray(inner, inner + length);
+    if (ids && !hasher.id(chunk).equals(Buffer.from(ids.buffer, ids.byteOffset + 16 * w, 16))) {
       throw Object.assign(new Error(`${what}: a chunk does not hash to its id`), { code: 'CORRUPT_OBJECT' });
     }
-    if (run && run.frame === frame && run.disk + run.length === disk && run.inner + run.length === inner) run.length += length;
-    else {
-      flush();
-      run = { disk, frame, inner, length };
-    }
+    if (runLength > 0 && (runStart + runLength !== disk || parts.length >= 1024)) flush();
+    if (runLength === 0) runStart = disk;
+    const last = parts[parts.length - 1];
+    // A chunk that continues the previous one in the same frame extends that view instead of adding one.
+    if (last && last.buffer === chunk.buffer && last.byteOffset + last.length === chunk.byteOffset) {
+      parts[parts.length - 1] = Buffer.from(last.buffer, last.byteOffset, last.length + chunk.length);
+    } else parts.push(chunk);
+    runLength += length;
   }
   flush();
   return written;
