@@ -1,10 +1,10 @@
 import { isAbsolute } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { LifeboatError } from '../core/errors.js';
-import { AzureBlobStorage, type AzureBlobOptions } from './azure-blob/azure-blob-storage.js';
+import type { AzureBlobOptions } from './azure-blob/azure-blob-storage.js';
 import { FsStorage } from './fs/fs-storage.js';
 import { MemoryStorage } from './memory/memory-storage.js';
-import { S3Storage, type S3Options } from './s3/s3-storage.js';
+import type { S3Options } from './s3/s3-storage.js';
 import type { Storage } from './storage.js';
 import { LimitStorage } from './wrappers/limit.js';
 import { MetricsStorage, type MetricsSnapshot } from './wrappers/metrics.js';
@@ -31,8 +31,9 @@ type DriverOpener = (url: URL, options: OpenStorageOptions) => Promise<Storage>;
 /** The one list of storage drivers, keyed by URL scheme. */
 const DRIVERS: Readonly<Record<string, DriverOpener>> = Object.freeze({
   'file:': (url) => FsStorage.open(url),
-  'azblob:': (url, o) => AzureBlobStorage.open(url, { env: o.env, ...o.azure }),
-  's3:': (url, o) => S3Storage.open(url, { env: o.env, ...o.s3 }),
+  // Cloud SDKs load only when their scheme is used: they cost a third of a second at start-up.
+  'azblob:': async (url, o) => (await import('./azure-blob/azure-blob-storage.js')).AzureBlobStorage.open(url, { env: o.env, ...o.azure }),
+  's3:': async (url, o) => (await import('./s3/s3-storage.js')).S3Storage.open(url, { env: o.env, ...o.s3 }),
   'memory:': async (url, o) => {
     if (!o.allowMemory) {
       throw new LifeboatError('UNSUPPORTED_SCHEME', 'memory storage is for tests only', { details: { scheme: 'memory:' } });
