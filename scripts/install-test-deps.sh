@@ -7,6 +7,8 @@ packages=(
   libnbd-bin nbdkit                              # nbdinfo, nbdcopy: independent NBD clients
   busybox-static cpio extlinux syslinux-common fdisk e2fsprogs   # the tiny bootable guest built at test setup
   restic borgbackup zstd time                    # benchmark peers
+  postgresql                                     # the vault's persistence suite runs on PostgreSQL too
+  openssh-server openssh-client                  # push install is tested against a real sshd
 )
 missing=()
 for p in "${packages[@]}"; do
