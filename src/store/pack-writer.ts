@@ -1,5 +1,5 @@
 import { LifeboatError } from '../core/errors.js';
-import { aad, seal } from '../format/crypto.js';
+import { aad, ENVELOPE_OVERHEAD, seal } from '../format/crypto.js';
 import { packKey as packObjectKey } from '../format/layout.js';
 import { encodePackHeader, encodeTrailer, PACK_TRAILER_BYTES, type ChunkRef, type FrameRef, type PackHeader } from '../format/pack.js';
 import { ChunkIdMap } from './chunk-map.js';
@@ -125,8 +125,11 @@ export class PackWriter {
     }
     const bytes = fresh.reduce((n, c) => n + c.length, 0);
     const req = (pack: OpenPack): PoolRequest => ({ type: 'seal', key: pack.key, aad: this.aad, batchId: batch.batchId, layout: Uint32Array.from(layout) });
-    if (frames.length === 0) void this.pool.run(req({ key: new Uint8Array(32) } as OpenPack), [], batch.worker).catch((err: unknown) => void (this.error ??= err));
-    else this.dispatch(frames, bytes, req, [], batch.worker);
+    if (frames.length === 0) {
+      // Nothing new in the batch: only tell the worker to let go of it.
+      const release: PoolRequest = { type: 'seal', key: new Uint8Array(32), aad: this.aad, batchId: batch.batchId, layout: new Uint32Array(0) };
+      void this.pool.run(release, [], batch.worker).catch((err: unknown) => void (this.error ??= err));
+    } else this.dispatch(frames, bytes, req, [], batch.worker);
     await this.room();
   }
 
@@ -237,7 +240,7 @@ export class PackWriter {
     const idHex = pack.id.toString('hex');
     const headerPlainBytes = encodePackHeader({ packId: pack.id, sizeBytes: 0, createdAtMs: 0, frames: pack.frames, chunks: pack.chunks }).length;
     // Sealed without compression, the header's envelope size is known in advance, so the header can state the pack's total size.
-    const sizeBytes = pack.dataBytes + headerPlainBytes + 30 + PACK_TRAILER_BYTES;
+    const sizeBytes = pack.dataBytes + ENVELOPE_OVERHEAD + 1 + headerPlainBytes + PACK_TRAILER_BYTES; // +1: the codec byte
     const header: PackHeader = {
       packId: pack.id,
       sizeBytes,
