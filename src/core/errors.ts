@@ -89,6 +89,35 @@ export const ERROR_CODES = {
     summary: 'A conditional write found the object already present.',
   },
   NBD_PROTOCOL: { exitCode: 11, retryable: false, summary: 'An NBD client broke the protocol.' },
+  SECRET_UNREADABLE: {
+    exitCode: 5,
+    retryable: false,
+    summary: 'A stored credential cannot be opened: the vault key differs, or the sealed text was damaged or moved.',
+    hint: 'check that the vault key file is the one the credential was stored with, or enter the credential again',
+  },
+  HOST_UNREACHABLE: {
+    exitCode: 12,
+    retryable: true,
+    summary: 'The machine did not accept an SSH connection (refused, unreachable, or no answer in time).',
+    hint: 'check the address and port, that sshd runs on the machine, and that no firewall is in the way',
+  },
+  SSH_AUTH_FAILED: {
+    exitCode: 12,
+    retryable: false,
+    summary: 'The machine refused the push-install account (wrong user, password or key, or that method is disabled).',
+    hint: 'check the account (lifeboat account add) and that sshd allows root login with that method',
+  },
+  HOST_KEY_MISMATCH: {
+    exitCode: 12,
+    retryable: false,
+    summary: 'The machine presented an SSH host key other than the pinned one; nothing was sent to it.',
+    hint: 'compare the fingerprint with ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub on the machine before re-pinning',
+  },
+  PUSH_INSTALL_FAILED: {
+    exitCode: 12,
+    retryable: false,
+    summary: 'A step of push install failed on the machine; the step, exit status and the end of its stderr are named.',
+  },
   INTERNAL: { exitCode: 70, retryable: false, summary: 'A bug: an invariant of the program did not hold.' },
 } as const satisfies Record<string, ErrorSpec>;
 
