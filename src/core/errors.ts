@@ -118,6 +118,46 @@ export const ERROR_CODES = {
     retryable: false,
     summary: 'A step of push install failed on the machine; the step, exit status and the end of its stderr are named.',
   },
+  VALIDATION: {
+    exitCode: 2,
+    retryable: false,
+    summary: 'A request or resource failed validation; details list every bad field with the accepted range.',
+  },
+  ILLEGAL_TRANSITION: {
+    exitCode: 8,
+    retryable: false,
+    summary: 'The operation is not allowed in the current state of the replicated item or job; the state is named.',
+    hint: 'lifeboat item show ITEM (or job show JOB) to see the state and what it allows',
+  },
+  REGISTRATION_KEY_INVALID: {
+    exitCode: 12,
+    retryable: false,
+    summary: 'The registration key is malformed, forged, tampered with or for another purpose.',
+    hint: 'download a new key with lifeboat registration-key create',
+  },
+  REGISTRATION_KEY_EXPIRED: {
+    exitCode: 12,
+    retryable: false,
+    summary: 'The registration key is older than its 5 days of validity; the expiry is named.',
+    hint: 'lifeboat registration-key create',
+  },
+  CLOCK_SKEW: {
+    exitCode: 12,
+    retryable: false,
+    summary: "The caller's clock differs from the vault's by more than allowed (5 minutes); both times are named.",
+    hint: 'synchronise the clock with NTP (timedatectl set-ntp true) and retry',
+  },
+  UNAUTHENTICATED: {
+    exitCode: 13,
+    retryable: false,
+    summary: 'No valid credentials were presented (missing, unknown, expired or revoked token).',
+    hint: 'lifeboat login',
+  },
+  FORBIDDEN: {
+    exitCode: 13,
+    retryable: false,
+    summary: 'The caller is authenticated but its role lacks the permission; the role and permission are named.',
+  },
   INTERNAL: { exitCode: 70, retryable: false, summary: 'A bug: an invariant of the program did not hold.' },
 } as const satisfies Record<string, ErrorSpec>;
 
