@@ -1,0 +1,52 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { LifeboatError } from '../../core/errors.js';
+import { roleAllows } from './permissions.js';
+import type { ApiDeps, LifeboatRouteConfig, Principal } from './types.js';
+
+const BEARER = /^Bearer ([\x21-\x7e]{1,1024})$/i;
+
+/**
+ * Authentication on every route that is not marked public (including unknown
+ * paths, so a caller without credentials learns nothing about which routes exist),
+ * then authorization against the route's declared permission, then the audit record
+ * of every mutating request: "denied" before anything is parsed, "allowed" after
+ * validation and before the handler runs.
+ */
+export function installAuth(app: FastifyInstance, deps: ApiDeps): void {
+  app.decorateRequest('principal', null);
+
+  app.addHook('onRequest', async (request) => {
+    const config = request.routeOptions.config as LifeboatRouteConfig;
+    if (config.public) return;
+    const principal = await authenticate(request, deps);
+    request.principal = principal;
+    const route = config.lifeboat;
+    if (!route) return; // unknown path or method: the not-found handler answers
+    if (roleAllows(principal.role, route.permission)) return;
+    if (route.mutating) await audit(deps, request, principal, route.id, 'denied');
+    throw new LifeboatError('FORBIDDEN', `role ${principal.role} lacks the ${route.permission} permission that ${route.id} needs`, {
+      details: { role: principal.role, permission: route.permission, route: route.id },
+    });
+  });
+
+  app.addHook('preHandler', async (request) => {
+    const route = (request.routeOptions.config as LifeboatRouteConfig).lifeboat;
+    if (!route?.mutating || !request.principal) return;
+    await audit(deps, request, request.principal, route.id, 'allowed');
+  });
+}
+
+async function authenticate(request: FastifyRequest, deps: ApiDeps): Promise<Principal> {
+  const header = request.headers.authorization;
+  const match = typeof header === 'string' ? BEARER.exec(header) : null;
+  if (!match) throw new LifeboatError('UNAUTHENTICATED', 'send an API token as "Authorization: Bearer TOKEN"');
+  const principal = await deps.authenticate(match[1] as string);
+  if (!principal) throw new LifeboatError('UNAUTHENTICATED', 'the token is unknown, expired or revoked');
+  return principal;
+}
+
+async function audit(deps: ApiDeps, request: FastifyRequest, principal: Principal, action: string, outcome: 'allowed' | 'denied'): Promise<void> {
+  const params = request.params as Record<string, unknown> | null;
+  const target = params && typeof params.id === 'string' ? params.id : null;
+  await deps.audit({ at: deps.now().toISOString(), actor: principal.id, action, target, outcome, requestId: request.id });
+}
