@@ -88,6 +88,17 @@ export const ERROR_CODES = {
     retryable: false,
     summary: 'A conditional write found the object already present.',
   },
+  DB_UNAVAILABLE: {
+    exitCode: 10,
+    retryable: true,
+    summary: 'The vault database did not answer, refused the connection or is locked by another process.',
+  },
+  DB_SCHEMA_TOO_NEW: {
+    exitCode: 4,
+    retryable: false,
+    summary: 'The vault database was migrated by a newer Lifeboat than this one; this version refuses to touch it.',
+    hint: 'upgrade Lifeboat to the version that last opened this database',
+  },
   NBD_PROTOCOL: { exitCode: 11, retryable: false, summary: 'An NBD client broke the protocol.' },
   SECRET_UNREADABLE: {
     exitCode: 5,
