@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { LifeboatError } from '../../core/errors.js';
-import { roleAllows } from './permissions.js';
+import { requirePermission, roleAllows } from './permissions.js';
 import type { ApiDeps, LifeboatRouteConfig, Principal } from './types.js';
 
 const BEARER = /^Bearer ([\x21-\x7e]{1,1024})$/i;
@@ -24,9 +24,7 @@ export function installAuth(app: FastifyInstance, deps: ApiDeps): void {
     if (!route) return; // unknown path or method: the not-found handler answers
     if (roleAllows(principal.role, route.permission)) return;
     if (route.mutating) await audit(deps, request, principal, route.id, 'denied');
-    throw new LifeboatError('FORBIDDEN', `role ${principal.role} lacks the ${route.permission} permission that ${route.id} needs`, {
-      details: { role: principal.role, permission: route.permission, route: route.id },
-    });
+    requirePermission(principal, route.permission); // throws FORBIDDEN naming the role and the permission
   });
 
   app.addHook('preHandler', async (request) => {

@@ -1,13 +1,13 @@
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
-import type { AuditEntry, Role } from '../../core/model.js';
+import type { AuditEntry } from '../../core/model.js';
+import type { Principal as CorePrincipal } from '../../core/roles.js';
 import type { Permission } from './permissions.js';
 
-/** Who is calling: a user (session), an API token acting for a user, or a registered server. */
-export interface Principal {
-  readonly kind: 'user' | 'token' | 'server';
-  /** user id, token id or server id: what the audit log records as the actor. */
-  readonly id: string;
-  readonly role: Role;
+/**
+ * Who is calling: a user (session), an API token acting for a user, or a registered
+ * server. `id` (user, token or server id) is what the audit log records as the actor.
+ */
+export interface Principal extends CorePrincipal {
   /** For tokens: the user the token acts for. */
   readonly userId?: string;
 }
