@@ -40,6 +40,16 @@ export interface RunResult {
   readonly changes: number;
 }
 
+export interface TransactionOptions {
+  /**
+   * 'read-committed' gives each statement a fresh snapshot instead of one for the
+   * whole transaction (PostgreSQL only; SQLite is always serializable). Only for
+   * callers that serialize themselves with a lock, such as migrations, which must
+   * see what the previous lock holder committed.
+   */
+  readonly isolation?: 'serializable' | 'read-committed';
+}
+
 export interface Database {
   readonly dialect: Dialect;
   /** The URL it was opened with, password removed. */
@@ -50,7 +60,7 @@ export interface Database {
   run(sql: string, params?: readonly SqlParam[]): Promise<RunResult>;
   /** Runs a script of several statements without parameters (migrations). */
   exec(script: string): Promise<void>;
-  transaction<T>(fn: (tx: Database) => Promise<T>): Promise<T>;
+  transaction<T>(fn: (tx: Database) => Promise<T>, options?: TransactionOptions): Promise<T>;
   close(): Promise<void>;
 }
 

@@ -257,7 +257,9 @@ export async function migrate(
       applied.push(m.id);
     }
     return { from: current, to: Math.max(current, known), applied };
-  });
+    // Read committed: after waiting for the advisory lock, the next statements
+    // must see the migrations that the previous holder committed.
+  }, { isolation: 'read-committed' });
 }
 
 function checkOrder(migrations: readonly Migration[]): void {

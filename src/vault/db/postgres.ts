@@ -11,6 +11,7 @@ import {
   type Row,
   type RunResult,
   type SqlParam,
+  type TransactionOptions,
 } from './database.js';
 
 const POOL_SIZE = 10;
@@ -46,7 +47,8 @@ interface TxState {
  * The PostgreSQL driver: a pg Pool. Statements outside a transaction go to any
  * pooled connection; a transaction pins one connection for its whole run
  * (found again through async context, so nested calls join it) and runs at
- * SERIALIZABLE isolation, re-running fn on serialization failures.
+ * SERIALIZABLE isolation (unless asked for READ COMMITTED), re-running fn on
+ * serialization failures.
  */
 export class PostgresDatabase implements Database {
   readonly dialect = 'postgres' as const;
@@ -99,7 +101,7 @@ export class PostgresDatabase implements Database {
     await this.send(script, script, undefined);
   }
 
-  async transaction<T>(fn: (tx: Database) => Promise<T>): Promise<T> {
+  async transaction<T>(fn: (tx: Database) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
     const current = this.context.getStore();
     if (current) {
       checkActive(current);
@@ -107,7 +109,7 @@ export class PostgresDatabase implements Database {
     }
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.attempt(fn);
+        return await this.attempt(fn, options.isolation === 'read-committed' ? 'READ COMMITTED' : 'SERIALIZABLE');
       } catch (err) {
         if (!isLifeboatError(err, 'CONFLICT') || err.details[SERIALIZATION_FAILURE] !== true || attempt >= MAX_TRANSACTION_ATTEMPTS) {
           throw err;
@@ -125,7 +127,7 @@ export class PostgresDatabase implements Database {
     await this.pool.end();
   }
 
-  private async attempt<T>(fn: (tx: Database) => Promise<T>): Promise<T> {
+  private async attempt<T>(fn: (tx: Database) => Promise<T>, isolation: string): Promise<T> {
     this.checkOpen();
     let client: pg.PoolClient;
     try {
@@ -135,8 +137,12 @@ export class PostgresDatabase implements Database {
     }
     const state: TxState = { client, active: true };
     let broken: Error | undefined;
+    // A connection lost while checked out is reported here and by the pending
+    // query; without a listener it would crash the process.
+    const onError = (err: Error) => (broken = err);
+    client.on('error', onError);
     try {
-      await this.sendOn(client, 'BEGIN ISOLATION LEVEL SERIALIZABLE', []);
+      await this.sendOn(client, `BEGIN ISOLATION LEVEL ${isolation}`, []);
       const result = await this.context.run(state, () => fn(this));
       state.active = false;
       await this.sendOn(client, 'COMMIT', []);
@@ -151,6 +157,7 @@ export class PostgresDatabase implements Database {
       }
       throw err;
     } finally {
+      client.off('error', onError);
       client.release(broken);
     }
   }
