@@ -29,5 +29,7 @@ export default tseslint.config(
   },
   layer(['src/core/**'], ['**/storage/**', '**/format/**', '**/store/**', '**/cli/**', '**/nbd/**', '**/export/**']),
   layer(['src/storage/**', 'src/format/**', 'src/nbd/**', 'src/export/**'], ['**/cli/**', '**/store/**']),
-  layer(['src/store/**'], ['**/cli/**']),
+  layer(['src/store/**'], ['**/cli/**', '**/vault/**']),
+  layer(['src/vault/**'], ['**/cli/**']),
+  layer(['src/vault/http/**'], ['**/vault/db/**']),
 );

@@ -8,6 +8,7 @@ import * as diskServe from './commands/disk-serve.js';
 import * as journalProcess from './commands/journal-process.js';
 import * as pointList from './commands/point-list.js';
 import * as quickstart from './commands/quickstart.js';
+import * as server from './commands/server.js';
 import * as storeGc from './commands/store-gc.js';
 import * as storeInit from './commands/store-init.js';
 import * as storePrune from './commands/store-prune.js';
@@ -37,12 +38,17 @@ export function buildProgram(env: Env, signals: AbortSignal): Command {
   const journal = program.command('journal').description('journal segments: changed extents shipped between points');
   journalProcess.register(journal, env);
   quickstart.register(program, env);
+  server.register(program, env, signals);
 
   const leaves = (c: Command): Command[] => (c.commands.length === 0 ? [c] : c.commands.flatMap(leaves));
   for (const leaf of leaves(program)) {
     leaf.exitOverride();
     leaf.configureOutput({ writeOut: (s) => env.stdout.write(s), writeErr: (s) => env.stderr.write(s), outputError: () => undefined });
     if (leaf.name() === 'quickstart') continue;
+    if (leaf.name() === 'server') {
+      leaf.option('--json', 'print the URL and admin token as JSON');
+      continue;
+    }
     leaf.addOption(new Option('--store <url>', 'store URL: file:///path, azblob://account/container, s3://bucket/prefix').env('LIFEBOAT_STORE'));
     leaf.option('--passphrase-file <file>', 'read the passphrase (or recovery key) from the first line of this file; else LIFEBOAT_PASSPHRASE');
     leaf.option('--json', 'print the result as JSON for scripts');

@@ -1,0 +1,114 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { ApiToken, ReplicationPolicy, Role, User, Vault } from '../../core/model.js';
+import { validatePolicy } from '../../core/policy.js';
+import type { Repositories } from '../db/repositories/index.js';
+import type { Page, PageRequest, PolicyInput, PolicyPatch, PolicyService, TokenService, UserService } from '../http/services.js';
+import type { VaultService } from '../http/routes/vaults.js';
+import { paginate } from './paging.js';
+
+/**
+ * The API's services on the vault database. A token secret is `lbt_` and 32
+ * random bytes; only its SHA-256 is stored, and a lookup is by that hash.
+ */
+export function sha256Hex(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+export class DbUsers implements UserService {
+  constructor(private readonly repos: Repositories) {}
+
+  async list(page: PageRequest): Promise<Page<User>> {
+    return paginate(await this.repos.users.list(), page);
+  }
+
+  get(id: string): Promise<User> {
+    return this.repos.users.get(id);
+  }
+
+  create(input: { name: string; role: Role }): Promise<User> {
+    return this.repos.users.create(input);
+  }
+}
+
+export class DbTokens implements TokenService {
+  constructor(
+    private readonly repos: Repositories,
+    private readonly now: () => Date,
+  ) {}
+
+  listForUser(userId: string): Promise<readonly ApiToken[]> {
+    return this.repos.apiTokens.list({ userId });
+  }
+
+  get(id: string): Promise<ApiToken> {
+    return this.repos.apiTokens.get(id);
+  }
+
+  async create(input: { userId: string; name: string; expiresAt: string | null }): Promise<{ token: ApiToken; secret: string }> {
+    await this.repos.users.get(input.userId);
+    const secret = `lbt_${randomBytes(32).toString('base64url')}`;
+    const token = await this.repos.apiTokens.create({ userId: input.userId, name: input.name, secretHash: sha256Hex(secret), expiresAt: input.expiresAt });
+    return { token, secret };
+  }
+
+  async revoke(id: string): Promise<void> {
+    await this.repos.apiTokens.update(id, { revoked: true });
+  }
+
+  async verify(secret: string): Promise<{ token: ApiToken; user: User } | undefined> {
+    if (!/^lbt_[A-Za-z0-9_-]{20,100}$/.test(secret)) return undefined;
+    const token = await this.repos.apiTokens.findBySecretHash(sha256Hex(secret));
+    if (!token || token.revoked) return undefined;
+    if (token.expiresAt !== null && Date.parse(token.expiresAt) <= this.now().getTime()) return undefined;
+    const user = await this.repos.users.find(token.userId);
+    if (!user || user.disabled) return undefined;
+    return { token, user };
+  }
+}
+
+function settingsOf(p: PolicyInput | ReplicationPolicy): Record<string, unknown> {
+  const { vaultId: _vaultId, ...rest } = p;
+  const { id: _id, createdAt: _createdAt, ...settings } = rest as Record<string, unknown>;
+  return settings;
+}
+
+export class DbPolicies implements PolicyService {
+  constructor(private readonly repos: Repositories) {}
+
+  async list(page: PageRequest): Promise<Page<ReplicationPolicy>> {
+    return paginate(await this.repos.policies.list(), page);
+  }
+
+  get(id: string): Promise<ReplicationPolicy> {
+    return this.repos.policies.get(id);
+  }
+
+  async create(input: PolicyInput): Promise<ReplicationPolicy> {
+    const settings = validatePolicy(settingsOf(input));
+    await this.repos.vaults.get(input.vaultId);
+    return this.repos.policies.create({ vaultId: input.vaultId, ...settings });
+  }
+
+  async update(id: string, patch: PolicyPatch): Promise<ReplicationPolicy> {
+    const current = await this.repos.policies.get(id);
+    const settings = validatePolicy(settingsOf({ ...current, ...patch }));
+    return this.repos.policies.update(id, settings);
+  }
+}
+
+
+export class DbVaults implements VaultService {
+  constructor(private readonly repos: Repositories) {}
+
+  async list(page: PageRequest): Promise<Page<Vault>> {
+    return paginate(await this.repos.vaults.list(), page);
+  }
+
+  get(id: string): Promise<Vault> {
+    return this.repos.vaults.get(id);
+  }
+
+  create(input: { name: string; location: string; storeUrl: string; recoveryNetwork?: string | null }): Promise<Vault> {
+    return this.repos.vaults.create(input);
+  }
+}
