@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { LifeboatError } from '../../core/errors.js';
 import { requirePermission, roleAllows } from './permissions.js';
-import type { ApiDeps, LifeboatRouteConfig, Principal } from './types.js';
+import type { ApiDeps, Caller, LifeboatRouteConfig, Principal } from './types.js';
 
 const BEARER = /^Bearer ([\x21-\x7e]{1,1024})$/i;
 
@@ -22,6 +22,12 @@ export function installAuth(app: FastifyInstance, deps: ApiDeps): void {
     request.principal = principal;
     const route = config.lifeboat;
     if (!route) return; // unknown path or method: the not-found handler answers
+    try {
+      checkCaller(principal, route.caller ?? 'user', route.id);
+    } catch (err) {
+      if (route.mutating) await audit(deps, request, principal, route.id, 'denied');
+      throw err;
+    }
     if (roleAllows(principal.role, route.permission)) return;
     if (route.mutating) await audit(deps, request, principal, route.id, 'denied');
     requirePermission(principal, route.permission); // throws FORBIDDEN naming the role and the permission
@@ -31,6 +37,19 @@ export function installAuth(app: FastifyInstance, deps: ApiDeps): void {
     const route = (request.routeOptions.config as LifeboatRouteConfig).lifeboat;
     if (!route?.mutating || !request.principal) return;
     await audit(deps, request, request.principal, route.id, 'allowed');
+  });
+}
+
+/**
+ * Server credentials open server routes only, and user credentials never open them:
+ * a stolen server credential cannot read or change configuration, and a user token
+ * cannot pose as a server. FORBIDDEN naming both sides otherwise.
+ */
+export function checkCaller(principal: Principal, caller: Caller, routeId: string): void {
+  const isServer = principal.kind === 'server';
+  if (isServer === (caller === 'server')) return;
+  throw new LifeboatError('FORBIDDEN', `${principal.kind} ${principal.id} may not call ${routeId}: it is for ${caller === 'server' ? 'registered servers' : 'users'} only`, {
+    details: { principal: `${principal.kind}:${principal.id}`, route: routeId, caller },
   });
 }
 

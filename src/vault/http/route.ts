@@ -1,8 +1,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { LifeboatError } from '../../core/errors.js';
 import type { Permission } from './permissions.js';
-import { PERMISSIONS } from './permissions.js';
-import type { LifeboatRouteConfig, Principal } from './types.js';
+import { PERMISSIONS, requirePermission } from './permissions.js';
+import { checkCaller } from './auth.js';
+import type { Caller, LifeboatRouteConfig, Principal } from './types.js';
 
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
@@ -29,6 +30,14 @@ export interface RouteSpec<P = unknown, Q = unknown, B = unknown> {
   /** Full path, e.g. "/api/v1/policies/:id". */
   readonly url: string;
   readonly permission: Permission;
+  /** Who may call: 'user' (default: users and their API tokens) or 'server' (registered servers' credentials only). */
+  readonly caller?: Caller;
+  /**
+   * For the few routes whose credential is in the body (registering a configuration
+   * server with its registration key): no bearer token is asked for; this runs after
+   * validation and returns the caller, or throws (it is then checked like any other).
+   */
+  readonly authenticate?: (request: ApiRequest<P, Q, B>) => Promise<Principal>;
   readonly summary: string;
   readonly tags?: readonly string[];
   readonly schema: RouteSchema;
@@ -44,6 +53,9 @@ export interface DeclaredRoute {
   readonly method: HttpMethod;
   readonly url: string;
   readonly permission: Permission;
+  readonly caller: Caller;
+  /** False for routes authenticated by a credential in the body (no bearer token). */
+  readonly bearer: boolean;
   readonly mutating: boolean;
   readonly schema: Required<Pick<RouteSchema, 'params' | 'querystring'>> & RouteSchema;
   /** Matches concrete paths of this route. */
@@ -90,18 +102,22 @@ export function route<P = unknown, Q = unknown, B = unknown>(app: FastifyInstanc
   if (spec.schema.body) assertStrict(spec.schema.body, `${where} body`);
 
   const mutating = spec.method !== 'GET';
+  const caller = spec.caller ?? 'user';
   const declared: DeclaredRoute = {
     id: spec.id,
     method: spec.method,
     url: spec.url,
     permission: spec.permission,
+    caller,
+    bearer: spec.authenticate === undefined,
     mutating,
     schema: { ...spec.schema, params, querystring },
     pattern: new RegExp(`^${spec.url.split('/').map((seg) => (seg.startsWith(':') ? '[^/]+' : escapeRegExp(seg))).join('/')}$`),
   };
   registry.push(declared);
 
-  const config: LifeboatRouteConfig = { lifeboat: { id: spec.id, permission: spec.permission, mutating } };
+  const lifeboat = { id: spec.id, permission: spec.permission, mutating, caller };
+  const config: LifeboatRouteConfig = spec.authenticate ? { public: true, lifeboat } : { lifeboat };
   const successStatus = spec.successStatus ?? 200;
   app.route({
     method: spec.method,
@@ -110,7 +126,10 @@ export function route<P = unknown, Q = unknown, B = unknown>(app: FastifyInstanc
     schema: {
       operationId: spec.id,
       summary: spec.summary,
-      description: `Requires the \`${spec.permission}\` permission.`,
+      description:
+        caller === 'server'
+          ? `Registered servers only (${spec.authenticate ? 'credential in the body' : 'server credential as bearer token'}); requires the \`${spec.permission}\` permission.`
+          : `Requires the \`${spec.permission}\` permission.`,
       tags: spec.tags ? [...spec.tags] : undefined,
       params,
       querystring,
@@ -123,7 +142,12 @@ export function route<P = unknown, Q = unknown, B = unknown>(app: FastifyInstanc
         throw new LifeboatError('VALIDATION', `${spec.method} ${spec.url} takes no body`);
     },
     handler: async (request, reply) => {
-      const principal = request.principal;
+      let principal = request.principal;
+      if (!principal && spec.authenticate) {
+        principal = await spec.authenticate(request as ApiRequest<P, Q, B>);
+        checkCaller(principal, caller, spec.id);
+        requirePermission(principal, spec.permission);
+      }
       if (!principal) throw new LifeboatError('INTERNAL', 'route reached without a principal');
       const result = await spec.handler(request as ApiRequest<P, Q, B>, principal, reply);
       reply.code(successStatus);

@@ -51,11 +51,14 @@ export interface RouteModule {
   register(app: FastifyInstance, ctx: RouteContext): void;
 }
 
+/** Who may call a route: users (and their tokens), or registered servers. Never both. */
+export type Caller = 'user' | 'server';
+
 /** Per-route configuration that the global hooks read (set by `route()` or by the built-in public routes). */
 export interface LifeboatRouteConfig {
   /** No authentication (health, readiness, OpenAPI document). */
   readonly public?: boolean;
-  readonly lifeboat?: { readonly id: string; readonly permission: Permission; readonly mutating: boolean };
+  readonly lifeboat?: { readonly id: string; readonly permission: Permission; readonly mutating: boolean; readonly caller?: Caller };
 }
 
 declare module 'fastify' {

@@ -1,0 +1,194 @@
+import { LifeboatError } from '../../../core/errors.js';
+import type { ConfigServer, ProcessServer, RegistrationKey } from '../../../core/model.js';
+import { route } from '../route.js';
+import type { ApiRequest } from '../route.js';
+import type { AuditRecord, Principal, RouteModule } from '../types.js';
+import { idString, nameString, nullableTimestamp, object, timestamp } from './schemas.js';
+
+export interface RegisterBody {
+  registrationKey: string;
+  name: string;
+  address: string;
+  version: string;
+  clock: string;
+}
+
+export interface HeartbeatBody {
+  version: string;
+  clock: string;
+  processServers?: { name: string; spoolUsedBytes: number; spoolLimitBytes: number; throughputBytesPerSec: number }[];
+}
+
+/** What the configuration-server routes need (seed step 3). */
+export interface ConfigServerService {
+  /** Throws REGISTRATION_KEY_INVALID / _EXPIRED or CLOCK_SKEW. */
+  verifyKey(text: string, callerClock: string): Promise<{ vaultId: string; key: RegistrationKey }>;
+  register(vaultId: string, input: { name: string; address: string; version: string }): Promise<{ server: ConfigServer; processServer: ProcessServer; credential: string }>;
+  heartbeat(serverId: string, input: HeartbeatBody): Promise<{ server: ConfigServer; processServers: ProcessServer[]; clockSkewMs: number }>;
+  refresh(serverId: string): Promise<ConfigServer>;
+  listServers(): Promise<readonly ConfigServer[]>;
+  getServer(id: string): Promise<ConfigServer>;
+  listProcessServers(): Promise<readonly ProcessServer[]>;
+}
+
+const health = { type: 'string', enum: ['healthy', 'warning', 'critical', 'unknown'] };
+const version = { type: 'string', minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9.+_-]*$' };
+const address = { type: 'string', minLength: 1, maxLength: 255, pattern: '^[A-Za-z0-9.:\\[\\]_-]+$' };
+const clock = { type: 'string', minLength: 10, maxLength: 40 };
+const bytes = { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER };
+
+export const configServerSchema = object({
+  id: idString,
+  vaultId: idString,
+  name: nameString,
+  address: { type: 'string' },
+  version: { type: 'string' },
+  registeredAt: timestamp,
+  lastHeartbeatAt: nullableTimestamp,
+  health,
+  lastRefreshAt: nullableTimestamp,
+});
+
+export const processServerSchema = object({
+  id: idString,
+  configServerId: idString,
+  name: nameString,
+  address: { type: 'string' },
+  version: { type: 'string' },
+  lastHeartbeatAt: nullableTimestamp,
+  health,
+  spoolUsedBytes: { type: 'integer' },
+  spoolLimitBytes: { type: 'integer' },
+  throughputBytesPerSec: { type: 'integer' },
+});
+
+/**
+ * Configuration and process servers. Registration is the one route a caller
+ * reaches without a bearer token: the registration key in the body is its
+ * credential (checked before anything is created), and the answer carries the
+ * server credential (`lbs_…`, shown once) that the server sends as its bearer
+ * token afterwards. Server credentials open `caller: 'server'` routes only.
+ *
+ * `audit` records registrations (the framework audits bearer-authenticated
+ * requests only): refused ones with the reason's code, never the key text.
+ */
+export function configServersRoutes(servers: ConfigServerService, audit: (entry: AuditRecord) => Promise<void>, now: () => Date): RouteModule {
+  const verified = new WeakMap<object, string>();
+  const record = (req: ApiRequest, actor: string, outcome: AuditRecord['outcome'], target: string | null) =>
+    audit({ at: now().toISOString(), actor, action: 'config-servers.register', target, outcome, requestId: req.id });
+
+  return {
+    name: 'config-servers',
+    register(app) {
+      route<unknown, unknown, RegisterBody>(app, {
+        id: 'config-servers.register',
+        method: 'POST',
+        url: '/api/v1/config-servers/register',
+        permission: 'read',
+        caller: 'server',
+        summary: 'Register a configuration server with a registration key (no bearer token); returns its server credential once',
+        tags: ['config-servers'],
+        successStatus: 201,
+        authenticate: async (req): Promise<Principal> => {
+          try {
+            const { vaultId, key } = await servers.verifyKey(req.body.registrationKey, req.body.clock);
+            verified.set(req, vaultId);
+            return { kind: 'server', id: `registration-key:${key.id}`, role: 'reader' };
+          } catch (err) {
+            const code = err instanceof LifeboatError ? err.code : 'INTERNAL';
+            await record(req, `anonymous:${code}`, 'denied', null);
+            throw err;
+          }
+        },
+        schema: {
+          body: object({ registrationKey: { type: 'string', minLength: 1, maxLength: 2048 }, name: nameString, address, version, clock }),
+          response: { 201: object({ server: configServerSchema, processServer: processServerSchema, credential: { type: 'string' } }) },
+        },
+        handler: async (req, principal) => {
+          const vaultId = verified.get(req);
+          if (vaultId === undefined) throw new LifeboatError('INTERNAL', 'registration reached without a verified key');
+          try {
+            const result = await servers.register(vaultId, { name: req.body.name, address: req.body.address, version: req.body.version });
+            await record(req, principal.id, 'allowed', result.server.id);
+            return result;
+          } catch (err) {
+            await record(req, principal.id, 'failed', null);
+            throw err;
+          }
+        },
+      });
+
+      route<{ id: string }, unknown, HeartbeatBody>(app, {
+        id: 'config-servers.heartbeat',
+        method: 'POST',
+        url: '/api/v1/config-servers/:id/heartbeat',
+        permission: 'read',
+        caller: 'server',
+        summary: 'Heartbeat of a configuration server and its process servers (its own server credential only)',
+        tags: ['config-servers'],
+        schema: {
+          params: object({ id: idString }),
+          body: object(
+            {
+              version,
+              clock,
+              processServers: {
+                type: 'array',
+                maxItems: 64,
+                items: object({ name: nameString, spoolUsedBytes: bytes, spoolLimitBytes: bytes, throughputBytesPerSec: bytes }),
+              },
+            },
+            ['version', 'clock'],
+          ),
+          response: { 200: object({ server: configServerSchema, processServers: { type: 'array', items: processServerSchema }, clockSkewMs: { type: 'integer' } }) },
+        },
+        handler: async (req, principal) => {
+          if (principal.id !== req.params.id)
+            throw new LifeboatError('FORBIDDEN', `server ${principal.id} may only send its own heartbeat`, { details: { principal: `server:${principal.id}` } });
+          return servers.heartbeat(req.params.id, req.body);
+        },
+      });
+
+      route(app, {
+        id: 'config-servers.list',
+        method: 'GET',
+        url: '/api/v1/config-servers',
+        permission: 'read',
+        summary: 'List configuration servers',
+        tags: ['config-servers'],
+        schema: { response: { 200: object({ items: { type: 'array', items: configServerSchema } }) } },
+        handler: async () => ({ items: await servers.listServers() }),
+      });
+      route<{ id: string }>(app, {
+        id: 'config-servers.show',
+        method: 'GET',
+        url: '/api/v1/config-servers/:id',
+        permission: 'read',
+        summary: 'Show a configuration server',
+        tags: ['config-servers'],
+        schema: { params: object({ id: idString }), response: { 200: configServerSchema } },
+        handler: async (req) => servers.getServer(req.params.id),
+      });
+      route<{ id: string }>(app, {
+        id: 'config-servers.refresh',
+        method: 'POST',
+        url: '/api/v1/config-servers/:id/refresh',
+        permission: 'configure',
+        summary: 'Ask a configuration server to re-run discovery (recorded as lastRefreshAt)',
+        tags: ['config-servers'],
+        schema: { params: object({ id: idString }), body: object({}, []), response: { 200: configServerSchema } },
+        handler: async (req) => servers.refresh(req.params.id),
+      });
+      route(app, {
+        id: 'process-servers.list',
+        method: 'GET',
+        url: '/api/v1/process-servers',
+        permission: 'read',
+        summary: 'List process servers with their spool and throughput',
+        tags: ['config-servers'],
+        schema: { response: { 200: object({ items: { type: 'array', items: processServerSchema } }) } },
+        handler: async () => ({ items: await servers.listProcessServers() }),
+      });
+    },
+  };
+}

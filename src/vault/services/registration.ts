@@ -1,0 +1,233 @@
+import { randomBytes } from 'node:crypto';
+import { LifeboatError } from '../../core/errors.js';
+import type { ConfigServer, ProcessServer, RegistrationKey, ServerHealth } from '../../core/model.js';
+import {
+  MAX_CLOCK_SKEW_MS,
+  REGISTRATION_KEY_PREFIX,
+  issueRegistrationKey,
+  verifyRegistrationKey,
+} from '../../core/registration-key.js';
+import type { Repositories } from '../db/repositories/index.js';
+import type { SecretBox } from '../secrets/secret-box.js';
+import { sha256Hex } from './db-services.js';
+
+/** Server credentials: `lbs_` + 32 random bytes; only the SHA-256 is stored (config_servers.credential_hash). */
+export const SERVER_CREDENTIAL_PREFIX = 'lbs_';
+const SERVER_CREDENTIAL = /^lbs_[A-Za-z0-9_-]{40,50}$/;
+const SECRET_BYTES = 32;
+/** Name of the process server every configuration server runs (seed: "the built-in process server"). */
+export const BUILT_IN_PROCESS_SERVER = 'built-in';
+export const PROCESS_SERVER_PORT = 9443;
+/** Spool fuller than this is a warning. */
+const SPOOL_WARNING_RATIO = 0.9;
+
+export interface IssuedKey extends RegistrationKey {
+  /** The downloadable key text: returned once, never stored (only its hash). */
+  readonly key: string;
+}
+
+export interface RegisterInput {
+  readonly registrationKey: string;
+  readonly name: string;
+  readonly address: string;
+  readonly version: string;
+  /** The caller's clock, ISO-8601. */
+  readonly clock: string;
+}
+
+export interface ProcessServerReport {
+  readonly name: string;
+  readonly spoolUsedBytes: number;
+  readonly spoolLimitBytes: number;
+  readonly throughputBytesPerSec: number;
+}
+
+export interface HeartbeatInput {
+  readonly version: string;
+  readonly clock: string;
+  readonly processServers?: readonly ProcessServerReport[];
+}
+
+/**
+ * Seed step 3: registration keys, configuration-server registration and
+ * heartbeats, on the vault database.
+ *
+ * Each vault signs its keys with its own 32-byte secret, made on first use and
+ * kept in the settings table sealed with the vault key (`vault-secret:<vaultId>`,
+ * the same string is the SecretBox context, so a sealed value moved to another
+ * vault's row fails to open). The key's payload names a random key id (`keyId`,
+ * a nonce); the database row is found by the SHA-256 of the whole key text, so a
+ * revoked or deleted row, or a validly-signed text the vault never stored, fails.
+ */
+export class RegistrationService {
+  /** Serialises secret creation per vault within this process (two first keys at once must agree on one secret). */
+  private readonly secretInFlight = new Map<string, Promise<Buffer>>();
+
+  constructor(
+    private readonly repos: Repositories,
+    private readonly box: SecretBox,
+    private readonly now: () => Date,
+  ) {}
+
+  private vaultSecret(vaultId: string): Promise<Buffer> {
+    const pending = this.secretInFlight.get(vaultId);
+    if (pending) return pending;
+    const loading = this.loadOrCreateSecret(vaultId).finally(() => this.secretInFlight.delete(vaultId));
+    this.secretInFlight.set(vaultId, loading);
+    return loading;
+  }
+
+  private async loadOrCreateSecret(vaultId: string): Promise<Buffer> {
+    const key = `vault-secret:${vaultId}`;
+    const sealed = await this.repos.settings.get<string>(key);
+    if (typeof sealed === 'string') return Buffer.from(this.box.open(sealed, key), 'base64');
+    const secret = randomBytes(SECRET_BYTES);
+    await this.repos.settings.set(key, this.box.seal(secret.toString('base64'), key));
+    return secret;
+  }
+
+  async createKey(vaultId: string): Promise<IssuedKey> {
+    await this.repos.vaults.get(vaultId); // NOT_FOUND first
+    const secret = await this.vaultSecret(vaultId);
+    const issued = issueRegistrationKey(secret, { vaultId, keyId: randomBytes(16).toString('hex') }, this.now());
+    const row = await this.repos.registrationKeys.create({ vaultId, expiresAt: issued.payload.expiresAt, secretHash: sha256Hex(issued.text) });
+    // The row's expiry comes from the payload; createdAt is the repository's clock (the same clock).
+    return { ...row, key: issued.text };
+  }
+
+  async listKeys(vaultId: string): Promise<RegistrationKey[]> {
+    await this.repos.vaults.get(vaultId);
+    return this.repos.registrationKeys.list({ vaultId });
+  }
+
+  /** NOT_FOUND unless the key belongs to that vault; revoking twice is fine. */
+  async revokeKey(vaultId: string, keyId: string): Promise<void> {
+    const keys = await this.repos.registrationKeys.list({ vaultId });
+    if (!keys.some((k) => k.id === keyId)) throw new LifeboatError('NOT_FOUND', `vault ${vaultId} has no registration key ${keyId}`);
+    await this.repos.registrationKeys.revoke(keyId);
+  }
+
+  /**
+   * Checks a presented key: signature with its vault's secret, purpose, expiry
+   * (REGISTRATION_KEY_EXPIRED), the caller's clock (CLOCK_SKEW), then that the vault
+   * stored it and did not revoke it (REGISTRATION_KEY_INVALID).
+   */
+  async verifyKey(text: string, callerClock: string): Promise<{ vaultId: string; key: RegistrationKey }> {
+    const clock = parseClock(callerClock);
+    const vaultId = claimedVault(text);
+    const vault = await this.repos.vaults.find(vaultId);
+    if (!vault) throw invalidKey('no such vault');
+    const secret = await this.vaultSecret(vault.id);
+    const payload = verifyRegistrationKey(secret, text, { now: this.now(), callerClock: clock, maxSkewMs: MAX_CLOCK_SKEW_MS });
+    const row = await this.repos.registrationKeys.findBySecretHash(sha256Hex(text.trim()));
+    if (!row || row.vaultId !== payload.vaultId) throw invalidKey('unknown to this vault');
+    if (row.revoked) throw invalidKey('revoked');
+    return { vaultId: vault.id, key: row };
+  }
+
+  /**
+   * Creates the configuration server and its built-in process server, and issues
+   * the server credential (returned once). CONFLICT when the vault already has a
+   * configuration server of that name.
+   */
+  async register(vaultId: string, input: Omit<RegisterInput, 'registrationKey' | 'clock'>): Promise<{ server: ConfigServer; processServer: ProcessServer; credential: string }> {
+    const credential = `${SERVER_CREDENTIAL_PREFIX}${randomBytes(SECRET_BYTES).toString('base64url')}`;
+    return this.repos.db.transaction(async () => {
+      const server = await this.repos.configServers.create({ vaultId, name: input.name, address: input.address, version: input.version, credentialHash: sha256Hex(credential) });
+      const processServer = await this.repos.processServers.create({
+        configServerId: server.id,
+        name: BUILT_IN_PROCESS_SERVER,
+        address: `${hostOf(input.address)}:${PROCESS_SERVER_PORT}`,
+        version: input.version,
+      });
+      return { server, processServer, credential };
+    });
+  }
+
+  /** The configuration server a credential belongs to; undefined for anything else (never throws for bad input). */
+  async authenticateServer(credential: string): Promise<ConfigServer | undefined> {
+    if (!SERVER_CREDENTIAL.test(credential)) return undefined;
+    return this.repos.configServers.findByCredentialHash(sha256Hex(credential));
+  }
+
+  /**
+   * Records a heartbeat. A clock that drifted more than 5 minutes is not refused
+   * (the server must keep reporting) but makes its health `warning`, as does a
+   * process server whose spool is over 90 % full. Unknown process-server names are
+   * scale-out process servers: they are added.
+   */
+  async heartbeat(serverId: string, input: HeartbeatInput): Promise<{ server: ConfigServer; processServers: ProcessServer[]; clockSkewMs: number }> {
+    const clock = parseClock(input.clock);
+    const at = this.now();
+    const clockSkewMs = clock.getTime() - at.getTime();
+    const atIso = at.toISOString();
+    return this.repos.db.transaction(async () => {
+      const current = await this.repos.configServers.get(serverId);
+      const existing = await this.repos.processServers.list({ configServerId: serverId });
+      let worst: ServerHealth = Math.abs(clockSkewMs) > MAX_CLOCK_SKEW_MS ? 'warning' : 'healthy';
+      for (const report of input.processServers ?? []) {
+        const full = report.spoolLimitBytes > 0 && report.spoolUsedBytes > report.spoolLimitBytes * SPOOL_WARNING_RATIO;
+        const health: ServerHealth = full ? 'warning' : 'healthy';
+        if (health === 'warning') worst = 'warning';
+        const found = existing.find((p) => p.name === report.name);
+        const id =
+          found?.id ??
+          (await this.repos.processServers.create({ configServerId: serverId, name: report.name, address: current.address, version: input.version })).id;
+        await this.repos.processServers.update(id, { ...report, version: input.version, lastHeartbeatAt: atIso, health });
+      }
+      const server = await this.repos.configServers.update(serverId, { version: input.version, lastHeartbeatAt: atIso, health: worst });
+      return { server, processServers: await this.repos.processServers.list({ configServerId: serverId }), clockSkewMs };
+    });
+  }
+
+  /** Real discovery comes later: for now the request is recorded. */
+  refresh(serverId: string): Promise<ConfigServer> {
+    return this.repos.configServers.update(serverId, { lastRefreshAt: this.now().toISOString() });
+  }
+
+  listServers(): Promise<ConfigServer[]> {
+    return this.repos.configServers.list();
+  }
+
+  getServer(id: string): Promise<ConfigServer> {
+    return this.repos.configServers.get(id);
+  }
+
+  listProcessServers(): Promise<ProcessServer[]> {
+    return this.repos.processServers.list();
+  }
+}
+
+function invalidKey(reason: string): LifeboatError {
+  return new LifeboatError('REGISTRATION_KEY_INVALID', `the registration key is not valid: ${reason}`, { details: { reason } });
+}
+
+/** The vault a key claims to be for, read before its signature can be checked (with that vault's secret). */
+function claimedVault(text: string): string {
+  const parts = typeof text === 'string' ? text.trim().split('.') : [];
+  if (parts.length !== 3 || parts[0] !== REGISTRATION_KEY_PREFIX) throw invalidKey('malformed');
+  try {
+    const payload = JSON.parse(Buffer.from(parts[1] ?? '', 'base64url').toString('utf8')) as { vaultId?: unknown };
+    if (typeof payload.vaultId === 'string' && /^[0-9A-Za-z_-]{1,64}$/.test(payload.vaultId)) return payload.vaultId;
+  } catch {
+    // falls through to "malformed": the signature check would refuse it anyway
+  }
+  throw invalidKey('malformed');
+}
+
+function parseClock(text: string): Date {
+  const ms = Date.parse(text);
+  if (!/^\d{4}-\d{2}-\d{2}T/.test(text) || Number.isNaN(ms)) {
+    throw new LifeboatError('VALIDATION', 'clock must be an ISO-8601 time such as 2026-11-01T12:00:00.000Z', {
+      details: { errors: [{ in: 'body', field: '/clock', message: 'must be an ISO-8601 time' }] },
+    });
+  }
+  return new Date(ms);
+}
+
+function hostOf(address: string): string {
+  const bracketed = /^\[([^\]]+)\](:\d+)?$/.exec(address);
+  if (bracketed) return `[${bracketed[1]}]`;
+  const parts = address.split(':');
+  return parts.length === 2 ? (parts[0] as string) : parts.length > 2 ? `[${address}]` : address;
+}
