@@ -8,8 +8,21 @@ import { policiesRoutes } from './http/routes/policies.js';
 import { tokensRoutes } from './http/routes/tokens.js';
 import { usersRoutes } from './http/routes/users.js';
 import { vaultsRoutes } from './http/routes/vaults.js';
+import { configServersRoutes } from './http/routes/config-servers.js';
+import { registrationKeysRoutes } from './http/routes/registration-keys.js';
+import { vaultCheckRoutes } from './http/routes/vault-check.js';
+import { RegistrationService } from './services/registration.js';
+import { VaultChecks } from './services/vault-check.js';
 import type { Principal } from './http/types.js';
 import { DbPolicies, DbTokens, DbUsers, DbVaults } from './services/db-services.js';
+import { accountsRoutes, machinesRoutes } from './http/routes/machines.js';
+import { alertsRoutes } from './http/routes/alerts.js';
+import { jobsRoutes } from './http/routes/jobs.js';
+import { replicationRoutes } from './http/routes/replication.js';
+import { JobRunner, type StepHandlers } from './jobs/runner.js';
+import { AlertEvaluator } from './services/alert-evaluator.js';
+import { DbAccounts, DbAlerts, DbJobs, DbMachines, DbReplication } from './services/replication-services.js';
+import { SecretBox, loadOrCreateVaultKey } from './secrets/secret-box.js';
 
 export interface VaultServerOptions {
   /** Holds the SQLite database (and, later, keys and spools). Created 0700 if missing. */
@@ -20,6 +33,10 @@ export interface VaultServerOptions {
   /** 0 picks a free port. */
   readonly port: number;
   readonly now?: () => Date;
+  /** Job step handlers (default: src/vault/jobs/runner.ts defaultStepHandlers) and queue poll interval. */
+  readonly jobs?: { readonly handlers?: StepHandlers; readonly pollIntervalMs?: number; readonly eventsPollMs?: number };
+  /** Alert evaluation interval; default 30 s. */
+  readonly alertIntervalMs?: number;
 }
 
 export interface VaultServer {
@@ -49,19 +66,53 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
       const admin = await repos.users.create({ name: 'admin', role: 'owner' });
       initialAdminToken = (await tokens.create({ userId: admin.id, name: 'initial admin token', expiresAt: null })).secret;
     }
+    // Push-account secrets are sealed with the vault key (a file next to the database, 0600).
+    const secretBox = new SecretBox(await loadOrCreateVaultKey(join(options.dataDir, 'vault.key')));
+    const registration = new RegistrationService(repos, secretBox, now);
     const app = await buildApi({
       now,
       authenticate: async (bearer): Promise<Principal | undefined> => {
         const found = await tokens.verify(bearer);
-        return found && { kind: 'token', id: found.token.id, role: found.user.role, userId: found.user.id };
+        if (found) return { kind: 'token', id: found.token.id, role: found.user.role, userId: found.user.id };
+        // A configuration server's credential opens `caller: 'server'` routes only (route.ts), with the least role.
+        const server = await registration.authenticateServer(bearer);
+        return server && { kind: 'server', id: server.id, role: 'reader' };
       },
       audit: async (entry) => {
         await repos.auditLog.append(entry);
       },
       ready: () => true,
-      routes: [usersRoutes(users), tokensRoutes(tokens, now), vaultsRoutes(new DbVaults(repos)), policiesRoutes(new DbPolicies(repos))],
+      routes: [
+        usersRoutes(users),
+        tokensRoutes(tokens, now),
+        vaultsRoutes(new DbVaults(repos)),
+        policiesRoutes(new DbPolicies(repos)),
+        machinesRoutes(new DbMachines(repos)),
+        accountsRoutes(new DbAccounts(repos, secretBox)),
+        replicationRoutes(new DbReplication(repos, now)),
+        jobsRoutes(new DbJobs(repos, now), options.jobs?.eventsPollMs === undefined ? {} : { eventsPollMs: options.jobs.eventsPollMs }),
+        alertsRoutes(new DbAlerts(repos)),
+        registrationKeysRoutes(registration),
+        configServersRoutes(registration, async (entry) => void (await repos.auditLog.append(entry)), now),
+        vaultCheckRoutes(new VaultChecks(repos, now)),
+      ],
     });
-    await app.listen({ host: options.host, port: options.port });
+    // Jobs left running by the previous process are resumed or failed before the API answers.
+    const runner = new JobRunner({
+      repos,
+      now,
+      ...(options.jobs?.handlers ? { handlers: options.jobs.handlers } : {}),
+      ...(options.jobs?.pollIntervalMs ? { pollIntervalMs: options.jobs.pollIntervalMs } : {}),
+    });
+    await runner.start();
+    const alerts = new AlertEvaluator({ repos, now, ...(options.alertIntervalMs ? { intervalMs: options.alertIntervalMs } : {}) });
+    alerts.start();
+    try {
+      await app.listen({ host: options.host, port: options.port });
+    } catch (err) {
+      await Promise.all([runner.stop(), alerts.stop()]);
+      throw err;
+    }
     const address = app.server.address();
     const port = typeof address === 'object' && address ? address.port : options.port;
     const host = options.host.includes(':') ? `[${options.host}]` : options.host;
@@ -71,6 +122,7 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
       repos,
       app,
       close: async () => {
+        await Promise.all([runner.stop(), alerts.stop()]);
         await app.close();
         await db.close();
       },

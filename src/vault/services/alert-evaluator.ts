@@ -1,0 +1,78 @@
+import { DEFAULT_ALERT_RULES, evaluateAlerts, type AlertDecision, type AlertRules } from '../../core/alerts.js';
+import type { Repositories } from '../db/repositories/index.js';
+
+/**
+ * Applies the alert rules of src/core/alerts.ts to what the vault database knows
+ * now: items with their policy's RPO threshold, configuration and process
+ * servers' heartbeats, jobs, registration keys. Raising and clearing go through
+ * repos.alerts (one open alert per kind and subject), so evaluating twice changes
+ * nothing. The clock is injected; the loop runs every `intervalMs`.
+ */
+export class AlertEvaluator {
+  private timer: NodeJS.Timeout | undefined;
+  private current: Promise<unknown> = Promise.resolve();
+  private stopped = false;
+
+  constructor(
+    private readonly options: {
+      readonly repos: Repositories;
+      readonly now: () => Date;
+      readonly rules?: AlertRules;
+      /** Default 30 s. */
+      readonly intervalMs?: number;
+      readonly onError?: (err: unknown) => void;
+    },
+  ) {}
+
+  async evaluateOnce(): Promise<AlertDecision> {
+    const { repos, now } = this.options;
+    const at = now();
+    const policies = new Map((await repos.policies.list()).map((p) => [p.id, p]));
+    const items = (await repos.items.list()).flatMap((i) => {
+      const p = policies.get(i.policyId);
+      return p ? [{ id: i.id, state: i.state, rpoSeconds: i.rpoSeconds, rpoThresholdSeconds: p.rpoThresholdSeconds }] : [];
+    });
+    const configServers = (await repos.configServers.list()).map((s) => ({
+      id: s.id,
+      name: s.name,
+      lastHeartbeatAt: s.lastHeartbeatAt,
+      registeredAt: s.registeredAt,
+    }));
+    const jobs = await repos.jobs.list();
+    const keys = await repos.registrationKeys.list();
+    const open = await repos.alerts.list({ open: true });
+    const decision = evaluateAlerts({ now: at, items, servers: configServers, jobs, keys, open }, this.options.rules ?? DEFAULT_ALERT_RULES);
+    const byId = new Map(open.map((a) => [a.id, a]));
+    await repos.db.transaction(async () => {
+      for (const c of decision.clear) {
+        const a = byId.get(c.id);
+        if (a) await repos.alerts.clear(a.kind, a.subjectId);
+      }
+      for (const r of decision.raise) await repos.alerts.raise(r);
+    });
+    return decision;
+  }
+
+  start(): void {
+    const tick = () => {
+      if (this.stopped) return;
+      this.current = this.evaluateOnce()
+        .catch((err: unknown) => {
+          if (!this.stopped) this.options.onError?.(err);
+        })
+        .finally(() => {
+          if (!this.stopped) {
+            this.timer = setTimeout(tick, this.options.intervalMs ?? 30_000);
+            this.timer.unref();
+          }
+        });
+    };
+    tick();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.current.catch(() => undefined);
+  }
+}
