@@ -169,6 +169,23 @@ export const ERROR_CODES = {
     retryable: false,
     summary: 'The caller is authenticated but its role lacks the permission; the role and permission are named.',
   },
+  SERVER_UNREACHABLE: {
+    exitCode: 14,
+    retryable: true,
+    summary: 'The CLI could not reach the vault server (refused, unresolvable or no answer in time); the server URL is named.',
+    hint: 'check that lifeboat server runs there, or log in to another with lifeboat login --server URL --token TOKEN',
+  },
+  API_ERROR: {
+    exitCode: 14,
+    retryable: false,
+    summary: 'The vault server answered with an error this CLI does not know; its code, HTTP status and request id are in the details.',
+  },
+  JOB_FAILED: {
+    exitCode: 15,
+    retryable: false,
+    summary: "A job the CLI followed ended failed or cancelled; the job's error and the failing step are named.",
+    hint: 'lifeboat job show JOB',
+  },
   INTERNAL: { exitCode: 70, retryable: false, summary: 'A bug: an invariant of the program did not hold.' },
 } as const satisfies Record<string, ErrorSpec>;
 
