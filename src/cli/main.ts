@@ -1,6 +1,30 @@
 import { Command, CommanderError, Option } from 'commander';
 import { ERROR_CODES, asLifeboatError, LifeboatError } from '../core/errors.js';
 import type { Env } from './context.js';
+import { isApiCommand } from './profile.js';
+import * as accountAdd from './commands/account-add.js';
+import * as alertList from './commands/alert-list.js';
+import * as configServerList from './commands/config-server-list.js';
+import * as configServerRefresh from './commands/config-server-refresh.js';
+import * as configServerRegister from './commands/config-server-register.js';
+import * as itemList from './commands/item-list.js';
+import * as itemShow from './commands/item-show.js';
+import * as jobList from './commands/job-list.js';
+import * as jobShow from './commands/job-show.js';
+import * as jobWatch from './commands/job-watch.js';
+import * as login from './commands/login.js';
+import * as logout from './commands/logout.js';
+import * as machineAdd from './commands/machine-add.js';
+import * as machineCheck from './commands/machine-check.js';
+import * as machineList from './commands/machine-list.js';
+import * as policyCreate from './commands/policy-create.js';
+import * as policyList from './commands/policy-list.js';
+import * as policyShow from './commands/policy-show.js';
+import * as registrationKeyCreate from './commands/registration-key-create.js';
+import * as replicationEnable from './commands/replication-enable.js';
+import * as vaultCheck from './commands/vault-check.js';
+import * as vaultCreate from './commands/vault-create.js';
+import * as vaultList from './commands/vault-list.js';
 import * as diskBackup from './commands/disk-backup.js';
 import * as diskExport from './commands/disk-export.js';
 import * as diskRestore from './commands/disk-restore.js';
@@ -40,11 +64,42 @@ export function buildProgram(env: Env, signals: AbortSignal): Command {
   quickstart.register(program, env);
   server.register(program, env, signals);
 
+  // The control plane: commands that talk to a vault server (src/cli/api-client.ts).
+  login.register(program, env);
+  logout.register(program, env);
+  const vault = program.command('vault').description('vaults: create, list, check (seed steps 2 and 4)');
+  vaultCreate.register(vault, env);
+  vaultList.register(vault, env);
+  vaultCheck.register(vault, env);
+  registrationKeyCreate.register(program.command('registration-key').description('registration keys for configuration servers (seed step 3)'), env);
+  const configServer = program.command('config-server').description('configuration servers: register, list, refresh');
+  configServerRegister.register(configServer, env);
+  configServerList.register(configServer, env);
+  configServerRefresh.register(configServer, env);
+  const policy = program.command('policy').description('replication policies (seed step 5)');
+  policyCreate.register(policy, env);
+  policyList.register(policy, env);
+  policyShow.register(policy, env);
+  const machine = program.command('machine').description('machines to protect: add, list, check');
+  machineAdd.register(machine, env);
+  machineList.register(machine, env);
+  machineCheck.register(machine, env);
+  accountAdd.register(program.command('account').description('push-install accounts'), env);
+  replicationEnable.register(program.command('replication').description('enable replication (seed step 5)'), env);
+  const item = program.command('item').description('replicated items');
+  itemList.register(item, env);
+  itemShow.register(item, env);
+  const job = program.command('job').description('jobs: list, show, watch');
+  jobList.register(job, env);
+  jobShow.register(job, env);
+  jobWatch.register(job, env, signals);
+  alertList.register(program.command('alert').description('alerts'), env);
+
   const leaves = (c: Command): Command[] => (c.commands.length === 0 ? [c] : c.commands.flatMap(leaves));
   for (const leaf of leaves(program)) {
     leaf.exitOverride();
     leaf.configureOutput({ writeOut: (s) => env.stdout.write(s), writeErr: (s) => env.stderr.write(s), outputError: () => undefined });
-    if (leaf.name() === 'quickstart') continue;
+    if (leaf.name() === 'quickstart' || isApiCommand(leaf)) continue;
     if (leaf.name() === 'server') {
       leaf.option('--json', 'print the URL and admin token as JSON');
       continue;
