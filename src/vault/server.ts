@@ -23,6 +23,8 @@ import { JobRunner, type StepHandlers } from './jobs/runner.js';
 import { AlertEvaluator } from './services/alert-evaluator.js';
 import { DbAccounts, DbAlerts, DbJobs, DbMachines, DbReplication } from './services/replication-services.js';
 import { SecretBox, loadOrCreateVaultKey } from './secrets/secret-box.js';
+import { registerSecret } from './secrets/redact.js';
+import { createVaultLogger, type VaultLogger } from './logging/logger.js';
 
 export interface VaultServerOptions {
   /** Holds the SQLite database (and, later, keys and spools). Created 0700 if missing. */
@@ -37,6 +39,8 @@ export interface VaultServerOptions {
   readonly jobs?: { readonly handlers?: StepHandlers; readonly pollIntervalMs?: number; readonly eventsPollMs?: number };
   /** Alert evaluation interval; default 30 s. */
   readonly alertIntervalMs?: number;
+  /** Default: src/vault/logging/logger.ts createVaultLogger() (JSON lines to stderr, level from LIFEBOAT_LOG_LEVEL). */
+  readonly logger?: VaultLogger;
 }
 
 export interface VaultServer {
@@ -55,6 +59,7 @@ export interface VaultServer {
  */
 export async function startVaultServer(options: VaultServerOptions): Promise<VaultServer> {
   const now = options.now ?? (() => new Date());
+  const logger = options.logger ?? createVaultLogger();
   mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
   const db = await openDatabase(options.databaseUrl ?? `sqlite://${join(options.dataDir, 'vault.db')}`, { now });
   try {
@@ -65,17 +70,22 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
     if ((await repos.users.list()).length === 0) {
       const admin = await repos.users.create({ name: 'admin', role: 'owner' });
       initialAdminToken = (await tokens.create({ userId: admin.id, name: 'initial admin token', expiresAt: null })).secret;
+      registerSecret(initialAdminToken);
     }
     // Push-account secrets are sealed with the vault key (a file next to the database, 0600).
     const secretBox = new SecretBox(await loadOrCreateVaultKey(join(options.dataDir, 'vault.key')));
     const registration = new RegistrationService(repos, secretBox, now);
     const app = await buildApi({
       now,
+      logger,
       authenticate: async (bearer): Promise<Principal | undefined> => {
         const found = await tokens.verify(bearer);
+        // A credential that opened something is masked in every later log line (redact.ts, net 2).
+        if (found) registerSecret(bearer);
         if (found) return { kind: 'token', id: found.token.id, role: found.user.role, userId: found.user.id };
         // A configuration server's credential opens `caller: 'server'` routes only (route.ts), with the least role.
         const server = await registration.authenticateServer(bearer);
+        if (server) registerSecret(bearer);
         return server && { kind: 'server', id: server.id, role: 'reader' };
       },
       audit: async (entry) => {
@@ -101,11 +111,12 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
     const runner = new JobRunner({
       repos,
       now,
+      onError: (err) => logger.error({ err }, 'job runner failed'),
       ...(options.jobs?.handlers ? { handlers: options.jobs.handlers } : {}),
       ...(options.jobs?.pollIntervalMs ? { pollIntervalMs: options.jobs.pollIntervalMs } : {}),
     });
     await runner.start();
-    const alerts = new AlertEvaluator({ repos, now, ...(options.alertIntervalMs ? { intervalMs: options.alertIntervalMs } : {}) });
+    const alerts = new AlertEvaluator({ repos, now, onError: (err) => logger.error({ err }, 'alert evaluation failed'), ...(options.alertIntervalMs ? { intervalMs: options.alertIntervalMs } : {}) });
     alerts.start();
     try {
       await app.listen({ host: options.host, port: options.port });

@@ -3,6 +3,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { LifeboatError } from '../../core/errors.js';
 import { startVaultServer } from '../../vault/server.js';
+import { createVaultLogger } from '../../vault/logging/logger.js';
 import { emit, type Env, type StoreFlags } from '../context.js';
 
 interface ServerFlags extends StoreFlags {
@@ -27,6 +28,8 @@ export function register(program: Command, env: Env, signals: AbortSignal): void
         databaseUrl: opts.database ?? env.env.LIFEBOAT_DATABASE_URL,
         host: (m[1] as string).replace(/^\[|\]$/g, ''),
         port: Number(m[2]),
+        // JSON lines on stderr, level from LIFEBOAT_LOG_LEVEL (docs/logging.md); stdout keeps the URL and token.
+        logger: createVaultLogger({ env: env.env, destination: env.stderr }),
       });
       emit(
         opts,

@@ -7,7 +7,7 @@ import { installPublicRoutes } from './health.js';
 import { HttpMetrics, installMetrics } from './metrics.js';
 import { REQUEST_ID_HEADER, requestIdGenerator } from './request-id.js';
 import { declaredRoutes, route } from './route.js';
-import type { ApiDeps, RouteContext } from './types.js';
+import type { ApiDeps, LifeboatRouteConfig, RouteContext } from './types.js';
 
 export const API_PREFIX = '/api/v1';
 export const DEFAULT_BODY_LIMIT_BYTES = 1024 * 1024;
@@ -21,6 +21,9 @@ export const DEFAULT_BODY_LIMIT_BYTES = 1024 * 1024;
 export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   const app = Fastify({
     ...(deps.logger ? { loggerInstance: deps.logger } : { logger: false }),
+    // Fastify's own request lines carry the URL with its query; ours ('request done', below) carry no URL, header or body.
+    disableRequestLogging: true,
+    requestIdLogLabel: 'requestId',
     bodyLimit: deps.bodyLimitBytes ?? DEFAULT_BODY_LIMIT_BYTES,
     requestIdHeader: false,
     genReqId: requestIdGenerator(() => deps.now()),
@@ -38,6 +41,21 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   app.removeContentTypeParser('text/plain');
   app.addHook('onRequest', async (request, reply) => {
     reply.header(REQUEST_ID_HEADER, request.id);
+  });
+  // One line per request: method, route id (never the concrete URL), status, duration, principal; the request id is bound.
+  app.addHook('onResponse', async (request, reply) => {
+    const config = request.routeOptions.config as LifeboatRouteConfig | undefined;
+    const principal = request.principal;
+    request.log.info(
+      {
+        method: request.method,
+        route: config?.lifeboat?.id ?? request.routeOptions.url ?? null,
+        status: reply.statusCode,
+        durationMs: Math.round(reply.elapsedTime * 10) / 10,
+        principal: principal ? `${principal.kind}:${principal.id}` : null,
+      },
+      'request done',
+    );
   });
 
   await app.register(swagger, {
