@@ -38,7 +38,14 @@ export type StepHandlers = Partial<Record<JobKind, Readonly<Record<string, StepH
 
 /** What installs the mobility agent on a machine: the SSH push install (src/vault/push-install) plugs in here. */
 export interface MobilityInstaller {
-  install(target: { item: ReplicatedItem; machine: Machine; account: PushAccount; signal: AbortSignal }): Promise<void>;
+  /** `progress` reports the step's progress 0..100 (the job's "Install the mobility service" step). */
+  install(target: {
+    item: ReplicatedItem;
+    machine: Machine;
+    account: PushAccount;
+    signal: AbortSignal;
+    progress?: (percent: number) => Promise<void>;
+  }): Promise<void>;
 }
 
 /**
@@ -83,7 +90,7 @@ export function enableProtectionHandlers(installer: MobilityInstaller): Readonly
     },
     'Install the mobility service': async (ctx) => {
       const { item, machine, account } = await enableContext(ctx);
-      await installer.install({ item, machine, account, signal: ctx.signal });
+      await installer.install({ item, machine, account, signal: ctx.signal, progress: (percent) => ctx.progress(percent) });
     },
     // Replication itself is started by the agent once installed; the vault records the item as ready for it.
     'Enable replication': async (ctx) => {
