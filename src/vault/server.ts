@@ -19,7 +19,8 @@ import { accountsRoutes, machinesRoutes } from './http/routes/machines.js';
 import { alertsRoutes } from './http/routes/alerts.js';
 import { jobsRoutes } from './http/routes/jobs.js';
 import { replicationRoutes } from './http/routes/replication.js';
-import { JobRunner, type StepHandlers } from './jobs/runner.js';
+import { JobRunner, defaultStepHandlers, type StepHandlers } from './jobs/runner.js';
+import { PushMobilityInstaller, type PushInstallSettings } from './jobs/push-installer.js';
 import { AlertEvaluator } from './services/alert-evaluator.js';
 import { DbAccounts, DbAlerts, DbJobs, DbMachines, DbReplication } from './services/replication-services.js';
 import { SecretBox, loadOrCreateVaultKey } from './secrets/secret-box.js';
@@ -39,6 +40,12 @@ export interface VaultServerOptions {
   readonly jobs?: { readonly handlers?: StepHandlers; readonly pollIntervalMs?: number; readonly eventsPollMs?: number };
   /** Alert evaluation interval; default 30 s. */
   readonly alertIntervalMs?: number;
+  /**
+   * Given, "Install the mobility service" push-installs over SSH with these settings
+   * (src/vault/jobs/push-installer.ts; `lifeboat server` always gives it); absent, the
+   * step fails saying push install is pending. Ignored when `jobs.handlers` is given.
+   */
+  readonly pushInstall?: PushInstallSettings;
   /** Default: src/vault/logging/logger.ts createVaultLogger() (JSON lines to stderr, level from LIFEBOAT_LOG_LEVEL). */
   readonly logger?: VaultLogger;
 }
@@ -107,12 +114,17 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
         vaultCheckRoutes(new VaultChecks(repos, now)),
       ],
     });
+    // The URL written into agent.env; with port 0 it is known only once the API listens.
+    let listenUrl = options.port === 0 ? undefined : `http://${options.host.includes(':') ? `[${options.host}]` : options.host}:${options.port}`;
+    const installer =
+      options.pushInstall &&
+      new PushMobilityInstaller({ repos, accounts: new DbAccounts(repos, secretBox), now, vaultUrl: () => listenUrl, settings: options.pushInstall });
     // Jobs left running by the previous process are resumed or failed before the API answers.
     const runner = new JobRunner({
       repos,
       now,
       onError: (err) => logger.error({ err }, 'job runner failed'),
-      ...(options.jobs?.handlers ? { handlers: options.jobs.handlers } : {}),
+      ...(options.jobs?.handlers ? { handlers: options.jobs.handlers } : installer ? { handlers: defaultStepHandlers(installer) } : {}),
       ...(options.jobs?.pollIntervalMs ? { pollIntervalMs: options.jobs.pollIntervalMs } : {}),
     });
     await runner.start();
@@ -127,6 +139,7 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
     const address = app.server.address();
     const port = typeof address === 'object' && address ? address.port : options.port;
     const host = options.host.includes(':') ? `[${options.host}]` : options.host;
+    listenUrl = `http://${host}:${port}`;
     return {
       url: `http://${host}:${port}`,
       initialAdminToken,

@@ -28,6 +28,8 @@ export function register(program: Command, env: Env, signals: AbortSignal): void
         databaseUrl: opts.database ?? env.env.LIFEBOAT_DATABASE_URL,
         host: (m[1] as string).replace(/^\[|\]$/g, ''),
         port: Number(m[2]),
+        // "Enable protection" push-installs over SSH (port 22); agent.env names LIFEBOAT_PUBLIC_URL when set (docs/push-install.md).
+        pushInstall: env.env.LIFEBOAT_PUBLIC_URL ? { vaultUrl: env.env.LIFEBOAT_PUBLIC_URL } : {},
         // JSON lines on stderr, level from LIFEBOAT_LOG_LEVEL (docs/logging.md); stdout keeps the URL and token.
         logger: createVaultLogger({ env: env.env, destination: env.stderr }),
       });
