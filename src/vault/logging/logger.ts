@@ -35,7 +35,7 @@ export function createVaultLogger(options: VaultLoggerOptions = {}): VaultLogger
   if (!(LOG_LEVELS as readonly string[]).includes(level)) {
     throw new LifeboatError('CONFIG_INVALID', `LIFEBOAT_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}`, { details: { level } });
   }
-  return pino(
+  const logger = pino(
     {
       level,
       base: { service: 'lifeboat-vault' },
@@ -54,6 +54,13 @@ export function createVaultLogger(options: VaultLoggerOptions = {}): VaultLogger
     },
     options.destination ?? pino.destination({ fd: 2, sync: false }),
   );
+  // pino does not run formatters.bindings for children; children inherit this override (Object.create), so every level is covered.
+  const child = logger.child;
+  const redactingChild = function (this: VaultLogger, bindings: Record<string, unknown>, childOptions?: Parameters<typeof child>[1]) {
+    return child.call(this, redact(bindings) as Record<string, unknown>, childOptions);
+  };
+  logger.child = redactingChild as typeof child;
+  return logger;
 }
 
 /** A logger that writes nothing (same type, same redaction): the default where no logging is wanted. */
