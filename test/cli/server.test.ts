@@ -47,6 +47,12 @@ describe('lifeboat server', () => {
       const bad = await call(url, 'POST', '/api/v1/policies', token, { vaultId: vault.json.id, name: 'x', colour: 'red' });
       assert.equal(bad.status, 400);
       assert.equal(bad.json.code, 'VALIDATION');
+      for (const secretUrl of ['s3://AKIAEXAMPLE:wJalrXUtnFEMI@bucket/p', 'azblob://acct/c?sv=2024&sig=c2VjcmV0']) {
+        const refused = await call(url, 'POST', '/api/v1/vaults', token, { name: 'leaky', location: 'west', storeUrl: secretUrl });
+        assert.equal(refused.status, 400, secretUrl);
+        assert.equal(refused.json.code, 'VALIDATION');
+        assert.ok(!JSON.stringify(refused.json).includes('wJalrXUtnFEMI') && !JSON.stringify(refused.json).includes('c2VjcmV0'));
+      }
       const docs = await call(url, 'GET', '/api/docs');
       assert.ok(Object.keys((docs.json as { paths: Record<string, unknown> }).paths).includes('/api/v1/vaults'));
     } finally {

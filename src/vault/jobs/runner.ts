@@ -1,3 +1,4 @@
+import { redact } from '../secrets/redact.js';
 import { LifeboatError, asLifeboatError } from '../../core/errors.js';
 import { transition } from '../../core/item-state.js';
 import { JOB_KINDS, completeStep, currentStepIndex, failStep, resumeAfterRestart, setStepProgress, startJob } from '../../core/jobs.js';
@@ -210,7 +211,8 @@ export class JobRunner {
           },
         });
       } catch (err) {
-        error = asLifeboatError(err).message;
+        // Step errors are stored and shown by the API: never with a secret in them.
+        error = redact(asLifeboatError(err).message);
       }
       if (this.stopped) return; // left running: the next start decides (resumeAfterRestart)
       const fresh = await repos.jobs.get(job.id);

@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { LifeboatError } from '../../core/errors.js';
 import type { ApiToken, ReplicationPolicy, Role, User, Vault } from '../../core/model.js';
 import { validatePolicy } from '../../core/policy.js';
 import type { Repositories } from '../db/repositories/index.js';
@@ -109,6 +110,27 @@ export class DbVaults implements VaultService {
   }
 
   create(input: { name: string; location: string; storeUrl: string; recoveryNetwork?: string | null }): Promise<Vault> {
+    checkStoreUrlHasNoSecret(input.storeUrl);
     return this.repos.vaults.create(input);
+  }
+}
+
+/**
+ * Store URLs are shown by the API and kept in the database in clear, so they
+ * must not carry credentials: those come from the vault's environment
+ * (AZURE_STORAGE_*, AWS_*), as for the CLI.
+ */
+export function checkStoreUrlHasNoSecret(storeUrl: string): void {
+  let url: URL;
+  try {
+    url = new URL(storeUrl);
+  } catch {
+    throw new LifeboatError('VALIDATION', 'storeUrl is not a URL', { details: { errors: [{ field: '/storeUrl', message: 'not a URL' }] } });
+  }
+  const params = [...url.searchParams.keys()].map((k) => k.toLowerCase());
+  if (url.username || url.password || params.some((k) => ['sig', 'sv', 'se', 'sp', 'accountkey', 'secret', 'token', 'password', 'x-amz-signature', 'x-amz-credential'].includes(k))) {
+    throw new LifeboatError('VALIDATION', 'storeUrl must not carry credentials; give them to the vault through its environment', {
+      details: { errors: [{ field: '/storeUrl', message: 'credentials in the URL are refused' }] },
+    });
   }
 }
