@@ -1,4 +1,6 @@
 import { parseArgs } from 'node:util';
+import { CONTROL_PLANE_DEFAULTS } from './control-plane.js';
+import type { ControlPlaneOptions } from './control-plane.js';
 
 /** Resolved command line of `npm run bench`, validated once. */
 export interface BenchOptions {
@@ -15,6 +17,12 @@ export interface BenchOptions {
    * (the default) skips the sweep. Independent of --tools: the sweep runs lifeboat only.
    */
   readonly chunkSizesBytes: readonly number[];
+  /** --control-plane: run only the control-plane load (bench/control-plane.ts), not the disk suite. */
+  readonly controlPlaneOnly: boolean;
+  /** --skip-control-plane: the full run without the control-plane load (about 1.5 min). */
+  readonly skipControlPlane: boolean;
+  /** Shape of the control-plane load (--cp-agents, --cp-readers, --cp-seconds). */
+  readonly controlPlane: ControlPlaneOptions;
 }
 
 export const TOOL_NAMES = ['zstd', 'restic', 'borg', 'lifeboat'] as const;
@@ -24,14 +32,20 @@ export type ToolName = (typeof TOOL_NAMES)[number];
 const MIN_CHUNK_BYTES = 4 * 1024;
 const MAX_CHUNK_BYTES = 4 * 1024 ** 2;
 
-export const USAGE = `usage: npm run bench -- [--size 2G] [--seed 1] [--out FILE] [--tools zstd,restic,borg,lifeboat] [--chunk-sizes 4K,16K,64K,256K]
+export const USAGE = `usage: npm run bench -- [--size 2G] [--seed 1] [--out FILE] [--tools zstd,restic,borg,lifeboat] [--chunk-sizes 4K,16K,64K,256K] [--skip-control-plane]
+       npm run bench -- --control-plane [--cp-agents 2000] [--cp-readers 50] [--cp-seconds 60]
 
   --size         logical size of the generated ext4 image (K/M/G suffixes are binary; minimum 128M)
   --seed         seed for image content and the 1% mutations (default 1)
   --out          also write the markdown report to FILE
   --tools        comma-separated subset of: ${TOOL_NAMES.join(', ')}
   --chunk-sizes  also run the lifeboat chunk-size sweep at these store chunk sizes
-                 (powers of two from 4K to 4M); off unless given`;
+                 (powers of two from 4K to 4M); off unless given
+  --control-plane  run only the control-plane load against a real \`lifeboat server\`
+                 (the full run ends with it unless --skip-control-plane)
+  --cp-agents    configuration servers heartbeating every 30 s (default 2000)
+  --cp-readers   concurrent API readers (default 50)
+  --cp-seconds   measured window after a 10 s warm-up (default 60)`;
 
 const UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
 
@@ -52,6 +66,11 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
       out: { type: 'string' },
       tools: { type: 'string', default: TOOL_NAMES.join(',') },
       'chunk-sizes': { type: 'string', default: '' },
+      'control-plane': { type: 'boolean', default: false },
+      'skip-control-plane': { type: 'boolean', default: false },
+      'cp-agents': { type: 'string', default: String(CONTROL_PLANE_DEFAULTS.agents) },
+      'cp-readers': { type: 'string', default: String(CONTROL_PLANE_DEFAULTS.readers) },
+      'cp-seconds': { type: 'string', default: String(CONTROL_PLANE_DEFAULTS.durationS) },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -72,7 +91,20 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
     if (!(TOOL_NAMES as readonly string[]).includes(t)) throw new Error(`unknown tool "${t}" in --tools (known: ${TOOL_NAMES.join(', ')})`);
   }
   const chunkSizesBytes = parseChunkSizes(values['chunk-sizes']);
-  return Object.freeze({ imageSizeBytes, seed, outPath: values.out, tools: tools as ToolName[], chunkSizesBytes });
+  if (values['control-plane'] && values['skip-control-plane']) throw new Error('--control-plane and --skip-control-plane contradict each other');
+  const controlPlane = Object.freeze({
+    agents: boundedInt(values['cp-agents'], '--cp-agents', 1, 100_000),
+    readers: boundedInt(values['cp-readers'], '--cp-readers', 0, 1_000),
+    durationS: boundedInt(values['cp-seconds'], '--cp-seconds', 1, 3_600),
+    warmupS: CONTROL_PLANE_DEFAULTS.warmupS,
+  });
+  return Object.freeze({ imageSizeBytes, seed, outPath: values.out, tools: tools as ToolName[], chunkSizesBytes, controlPlaneOnly: values['control-plane'], skipControlPlane: values['skip-control-plane'], controlPlane });
+}
+
+function boundedInt(text: string, flag: string, min: number, max: number): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n < min || n > max) throw new Error(`${flag} must be a whole number from ${min} to ${max}, got ${text}`);
+  return n;
 }
 
 /** "4K,16K,64K" -> [4096, 16384, 65536]; each a power of two the store accepts, no repeats. */

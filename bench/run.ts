@@ -8,13 +8,14 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { runChunkSweep } from './chunk-sweep.js';
+import { renderControlPlane, runControlPlane } from './control-plane.js';
 import { syncAll, timed, warmPageCache } from './exec.js';
 import { ensureImage } from './image.js';
 import { machineFacts } from './machine.js';
 import { measureTool } from './measure.js';
 import { ensureMutated } from './mutate.js';
 import { parseOptions, USAGE } from './options.js';
-import type { ToolName } from './options.js';
+import type { BenchOptions, ToolName } from './options.js';
 import { BENCH_DIR } from './paths.js';
 import { renderMarkdown } from './report.js';
 import type { BenchResults, ToolResult } from './report.js';
@@ -51,6 +52,23 @@ function commandLine(argv: readonly string[]): string {
   return `node --import tsx bench/run.ts${args ? ` ${args}` : ''}`;
 }
 
+/**
+ * The control-plane load (bench/control-plane.ts) as a markdown section; raw figures in
+ * .bench/results-control-plane.json. After the disk suite a failure becomes a line in
+ * the report, as a failed tool does; alone (--control-plane) it fails the run.
+ */
+async function controlPlaneSection(opts: BenchOptions, argv: readonly string[], alone: boolean): Promise<string> {
+  try {
+    const cp = await runControlPlane(opts.controlPlane, commandLine(argv), log);
+    writeFileSync(join(BENCH_DIR, 'results-control-plane.json'), `${JSON.stringify(cp, null, 2)}\n`);
+    return renderControlPlane(cp);
+  } catch (e) {
+    if (alone) throw e;
+    log(`control plane: failed: ${(e as Error).message}`);
+    return `## Control plane\n\ncontrol plane: failed: ${(e as Error).message}\n`;
+  }
+}
+
 async function main(): Promise<number> {
   const argv = process.argv.slice(2);
   let opts;
@@ -60,8 +78,14 @@ async function main(): Promise<number> {
     console.error(`${(e as Error).message}\n\n${USAGE}`);
     return 2;
   }
-  requirePrerequisites();
   mkdirSync(BENCH_DIR, { recursive: true });
+  if (opts.controlPlaneOnly) {
+    const markdown = await controlPlaneSection(opts, argv, true);
+    process.stdout.write(markdown);
+    if (opts.outPath !== undefined) writeFileSync(resolve(process.env['INIT_CWD'] ?? process.cwd(), opts.outPath), markdown);
+    return 0;
+  }
+  requirePrerequisites();
   const startedAt = new Date().toISOString();
   const loadAtStart = loadavg()[0] ?? 0;
 
@@ -105,8 +129,13 @@ async function main(): Promise<number> {
     tools,
     ...(chunkSweep && clustered ? { chunkSweep: { clusteredMutation: clustered, rows: chunkSweep } } : {}),
   };
-  const markdown = renderMarkdown(results);
+  let markdown = renderMarkdown(results);
   process.stdout.write(markdown);
+  if (!opts.skipControlPlane) {
+    const section = await controlPlaneSection(opts, argv, false);
+    process.stdout.write(`\n${section}`);
+    markdown += `\n${section}`;
+  }
   writeFileSync(join(BENCH_DIR, `results-${image.sizeBytes}.json`), `${JSON.stringify(results, null, 2)}\n`);
   if (opts.outPath !== undefined) {
     const out = resolve(process.env['INIT_CWD'] ?? process.cwd(), opts.outPath);
