@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
+import { isIP } from 'node:net';
 import { LifeboatError } from '../../core/errors.js';
-import type { ConfigServer, ProcessServer, RegistrationKey, ServerHealth } from '../../core/model.js';
+import type { ConfigServer, Machine, ProcessServer, RegistrationKey, ServerHealth } from '../../core/model.js';
+import { checkOsSupport } from '../../core/os-support.js';
 import {
   MAX_CLOCK_SKEW_MS,
   REGISTRATION_KEY_PREFIX,
@@ -20,6 +22,10 @@ export const BUILT_IN_PROCESS_SERVER = 'built-in';
 export const PROCESS_SERVER_PORT = 9443;
 /** Spool fuller than this is a warning. */
 const SPOOL_WARNING_RATIO = 0.9;
+/** At most this many machines in one discovery report (the HTTP schema says the same; the 1 MiB body limit applies too). */
+export const MAX_DISCOVERED_MACHINES = 10_000;
+/** Settings key of a configuration server's pending refresh; the value is the time it was requested. */
+const refreshKey = (serverId: string) => `refresh-requested:${serverId}`;
 
 export interface IssuedKey extends RegistrationKey {
   /** The downloadable key text: returned once, never stored (only its hash). */
@@ -42,10 +48,37 @@ export interface ProcessServerReport {
   readonly throughputBytesPerSec: number;
 }
 
+/** One machine a configuration server found on its network (same fields as POST /machines). */
+export interface DiscoveredMachine {
+  readonly name: string;
+  readonly privateIp: string;
+  readonly os: string;
+  /** Omitted or null: not known to the configuration server; a kernel the vault already knows is kept. */
+  readonly kernel?: string | null;
+}
+
 export interface HeartbeatInput {
   readonly version: string;
   readonly clock: string;
   readonly processServers?: readonly ProcessServerReport[];
+  /** Present when discovery ran since the last heartbeat: every machine it found. */
+  readonly discovered?: readonly DiscoveredMachine[];
+}
+
+export interface DiscoveryOutcome {
+  readonly created: number;
+  readonly updated: number;
+  readonly unchanged: number;
+}
+
+export interface HeartbeatResult {
+  readonly server: ConfigServer;
+  readonly processServers: ProcessServer[];
+  readonly clockSkewMs: number;
+  /** The vault's instruction: run discovery and send its report with a coming heartbeat. */
+  readonly refreshRequested: boolean;
+  /** Only when the heartbeat carried a discovery report. */
+  readonly discovery?: DiscoveryOutcome;
 }
 
 /**
@@ -155,9 +188,15 @@ export class RegistrationService {
    * (the server must keep reporting) but makes its health `warning`, as does a
    * process server whose spool is over 90 % full. Unknown process-server names are
    * scale-out process servers: they are added.
+   *
+   * A heartbeat carrying `discovered` is a discovery report (see upsertDiscovered):
+   * it also clears a pending refresh, since that is the moment discovery ran. The
+   * answer's `refreshRequested` is the vault's instruction to the server, true
+   * while a refresh is pending.
    */
-  async heartbeat(serverId: string, input: HeartbeatInput): Promise<{ server: ConfigServer; processServers: ProcessServer[]; clockSkewMs: number }> {
+  async heartbeat(serverId: string, input: HeartbeatInput): Promise<HeartbeatResult> {
     const clock = parseClock(input.clock);
+    if (input.discovered) checkDiscovered(input.discovered);
     const at = this.now();
     const clockSkewMs = clock.getTime() - at.getTime();
     const atIso = at.toISOString();
@@ -176,14 +215,83 @@ export class RegistrationService {
         await this.repos.processServers.update(id, { ...report, version: input.version, lastHeartbeatAt: atIso, health });
       }
       const server = await this.repos.configServers.update(serverId, { version: input.version, lastHeartbeatAt: atIso, health: worst });
-      return { server, processServers: await this.repos.processServers.list({ configServerId: serverId }), clockSkewMs };
+      let discovery: DiscoveryOutcome | undefined;
+      let refreshRequested: boolean;
+      if (input.discovered) {
+        discovery = await this.upsertDiscovered(serverId, input.discovered);
+        await this.repos.settings.delete(refreshKey(serverId));
+        refreshRequested = false;
+      } else {
+        refreshRequested = (await this.repos.settings.get(refreshKey(serverId))) !== undefined;
+      }
+      return {
+        server,
+        processServers: await this.repos.processServers.list({ configServerId: serverId }),
+        clockSkewMs,
+        refreshRequested,
+        ...(discovery ? { discovery } : {}),
+      };
     });
   }
 
-  /** Real discovery comes later: for now the request is recorded. */
-  refresh(serverId: string): Promise<ConfigServer> {
-    return this.repos.configServers.update(serverId, { lastRefreshAt: this.now().toISOString() });
+  /**
+   * Upserts a discovery report as machines of the configuration server, matched
+   * by name: new names are created with `discovered: true`; known ones (added by
+   * hand or found before) get the reported IP and OS, the kernel when one is
+   * reported, `discovered: true`, and the supported-OS check again. A machine
+   * missing from the report is left exactly as it is: discovery never deletes or
+   * alters a machine, since replicated items may refer to it and a host that is
+   * down for a moment is not gone. Removing machines is the operator's call.
+   */
+  private async upsertDiscovered(serverId: string, report: readonly DiscoveredMachine[]): Promise<DiscoveryOutcome> {
+    const known = new Map<string, Machine>((await this.repos.machines.list({ configServerId: serverId })).map((m) => [m.name, m]));
+    let created = 0;
+    let updated = 0;
+    let unchanged = 0;
+    for (const found of report) {
+      const existing = known.get(found.name);
+      const kernel = found.kernel ?? existing?.kernel ?? null;
+      const check = checkOsSupport({ os: found.os, kernel });
+      if (!existing) {
+        await this.repos.machines.create({
+          configServerId: serverId,
+          name: found.name,
+          privateIp: found.privateIp,
+          os: found.os,
+          kernel,
+          discovered: true,
+          supported: check.supported,
+          supportReason: check.reason,
+        });
+        created++;
+        continue;
+      }
+      const patch = { privateIp: found.privateIp, os: found.os, kernel, discovered: true, supported: check.supported, supportReason: check.reason };
+      if ((Object.keys(patch) as (keyof typeof patch)[]).every((k) => existing[k] === patch[k])) {
+        unchanged++;
+        continue;
+      }
+      await this.repos.machines.update(existing.id, patch);
+      updated++;
+    }
+    return { created, updated, unchanged };
   }
+
+  /**
+   * Asks the configuration server to re-run discovery: `lastRefreshAt` is the time
+   * of the request, and the request stays pending (settings
+   * `refresh-requested:<serverId>`) until a heartbeat brings a discovery report;
+   * until then every heartbeat answer says `refreshRequested: true`.
+   */
+  refresh(serverId: string): Promise<ConfigServer> {
+    const atIso = this.now().toISOString();
+    return this.repos.db.transaction(async () => {
+      const server = await this.repos.configServers.update(serverId, { lastRefreshAt: atIso });
+      await this.repos.settings.set(refreshKey(serverId), atIso);
+      return server;
+    });
+  }
+
 
   listServers(): Promise<ConfigServer[]> {
     return this.repos.configServers.list();
@@ -195,6 +303,29 @@ export class RegistrationService {
 
   listProcessServers(): Promise<ProcessServer[]> {
     return this.repos.processServers.list();
+  }
+}
+
+/**
+ * What the schema cannot say about a discovery report: every IP is an address,
+ * and no name appears twice (matching is by name). All failures at once, as the
+ * schema validation reports them.
+ */
+function checkDiscovered(report: readonly DiscoveredMachine[]): void {
+  const errors: { in: 'body'; field: string; message: string }[] = [];
+  if (report.length > MAX_DISCOVERED_MACHINES) {
+    errors.push({ in: 'body', field: '/discovered', message: `must not have more than ${MAX_DISCOVERED_MACHINES} items` });
+  }
+  const seen = new Set<string>();
+  report.forEach((m, i) => {
+    if (isIP(m.privateIp) === 0) errors.push({ in: 'body', field: `/discovered/${i}/privateIp`, message: 'must be an IPv4 or IPv6 address' });
+    if (seen.has(m.name)) errors.push({ in: 'body', field: `/discovered/${i}/name`, message: `duplicate machine name '${m.name}' in the report` });
+    seen.add(m.name);
+  });
+  if (errors.length > 0) {
+    throw new LifeboatError('VALIDATION', `the discovery report is not valid: ${errors.length} problem(s), first: ${errors[0]?.field} ${errors[0]?.message}`, {
+      details: { errors: errors.slice(0, 100) },
+    });
   }
 }
 

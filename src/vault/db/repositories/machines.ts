@@ -49,7 +49,10 @@ export class MachineRepository extends Repository<Machine> {
     return this.table.list(filter);
   }
 
-  update(id: string, patch: Partial<Pick<Machine, 'name' | 'privateIp' | 'os' | 'kernel' | 'supported' | 'supportReason'>>): Promise<Machine> {
+  update(
+    id: string,
+    patch: Partial<Pick<Machine, 'name' | 'privateIp' | 'os' | 'kernel' | 'discovered' | 'supported' | 'supportReason'>>,
+  ): Promise<Machine> {
     return this.table.update(id, patch);
   }
 }

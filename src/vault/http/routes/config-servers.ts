@@ -2,6 +2,7 @@ import { LifeboatError } from '../../../core/errors.js';
 import type { ConfigServer, ProcessServer, RegistrationKey } from '../../../core/model.js';
 import { route } from '../route.js';
 import type { ApiRequest } from '../route.js';
+import { MAX_DISCOVERED_MACHINES, type HeartbeatResult } from '../../services/registration.js';
 import type { AuditRecord, Principal, RouteModule } from '../types.js';
 import { idString, nameString, nullableTimestamp, object, timestamp } from './schemas.js';
 
@@ -17,6 +18,8 @@ export interface HeartbeatBody {
   version: string;
   clock: string;
   processServers?: { name: string; spoolUsedBytes: number; spoolLimitBytes: number; throughputBytesPerSec: number }[];
+  /** A discovery report: every machine discovery found (it ran since the last heartbeat). */
+  discovered?: { name: string; privateIp: string; os: string; kernel?: string | null }[];
 }
 
 /** What the configuration-server routes need (seed step 3). */
@@ -24,7 +27,8 @@ export interface ConfigServerService {
   /** Throws REGISTRATION_KEY_INVALID / _EXPIRED or CLOCK_SKEW. */
   verifyKey(text: string, callerClock: string): Promise<{ vaultId: string; key: RegistrationKey }>;
   register(vaultId: string, input: { name: string; address: string; version: string }): Promise<{ server: ConfigServer; processServer: ProcessServer; credential: string }>;
-  heartbeat(serverId: string, input: HeartbeatBody): Promise<{ server: ConfigServer; processServers: ProcessServer[]; clockSkewMs: number }>;
+  /** Throws VALIDATION for a discovery report with a bad IP or a name twice. */
+  heartbeat(serverId: string, input: HeartbeatBody): Promise<HeartbeatResult>;
   refresh(serverId: string): Promise<ConfigServer>;
   listServers(): Promise<readonly ConfigServer[]>;
   getServer(id: string): Promise<ConfigServer>;
@@ -36,6 +40,11 @@ const version = { type: 'string', minLength: 1, maxLength: 64, pattern: '^[A-Za-
 const address = { type: 'string', minLength: 1, maxLength: 255, pattern: '^[A-Za-z0-9.:\\[\\]_-]+$' };
 const clock = { type: 'string', minLength: 10, maxLength: 40 };
 const bytes = { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER };
+// The same limits as POST /api/v1/machines (routes/machines.ts).
+const machineIp = { type: 'string', minLength: 2, maxLength: 45 };
+const machineOs = { type: 'string', minLength: 1, maxLength: 64 };
+const machineKernel = { type: 'string', minLength: 1, maxLength: 128, nullable: true };
+const count = { type: 'integer', minimum: 0 };
 
 export const configServerSchema = object({
   id: idString,
@@ -124,7 +133,8 @@ export function configServersRoutes(servers: ConfigServerService, audit: (entry:
         url: '/api/v1/config-servers/:id/heartbeat',
         permission: 'read',
         caller: 'server',
-        summary: 'Heartbeat of a configuration server and its process servers (its own server credential only)',
+        summary:
+          'Heartbeat of a configuration server and its process servers, optionally with a discovery report (its own server credential only); the answer says whether a refresh is requested',
         tags: ['config-servers'],
         schema: {
           params: object({ id: idString }),
@@ -137,10 +147,26 @@ export function configServersRoutes(servers: ConfigServerService, audit: (entry:
                 maxItems: 64,
                 items: object({ name: nameString, spoolUsedBytes: bytes, spoolLimitBytes: bytes, throughputBytesPerSec: bytes }),
               },
+              discovered: {
+                type: 'array',
+                maxItems: MAX_DISCOVERED_MACHINES,
+                items: object({ name: nameString, privateIp: machineIp, os: machineOs, kernel: machineKernel }, ['name', 'privateIp', 'os']),
+              },
             },
             ['version', 'clock'],
           ),
-          response: { 200: object({ server: configServerSchema, processServers: { type: 'array', items: processServerSchema }, clockSkewMs: { type: 'integer' } }) },
+          response: {
+            200: object(
+              {
+                server: configServerSchema,
+                processServers: { type: 'array', items: processServerSchema },
+                clockSkewMs: { type: 'integer' },
+                refreshRequested: { type: 'boolean' },
+                discovery: object({ created: count, updated: count, unchanged: count }),
+              },
+              ['server', 'processServers', 'clockSkewMs', 'refreshRequested'],
+            ),
+          },
         },
         handler: async (req, principal) => {
           if (principal.id !== req.params.id)
@@ -174,7 +200,7 @@ export function configServersRoutes(servers: ConfigServerService, audit: (entry:
         method: 'POST',
         url: '/api/v1/config-servers/:id/refresh',
         permission: 'configure',
-        summary: 'Ask a configuration server to re-run discovery (recorded as lastRefreshAt)',
+        summary: 'Ask a configuration server to re-run discovery: lastRefreshAt is the request time; its heartbeats answer refreshRequested: true until a discovery report arrives',
         tags: ['config-servers'],
         schema: { params: object({ id: idString }), body: object({}, []), response: { 200: configServerSchema } },
         handler: async (req) => servers.refresh(req.params.id),
