@@ -4,7 +4,8 @@ import { route } from '../route.js';
 import type { ApiRequest } from '../route.js';
 import { MAX_DISCOVERED_MACHINES, type HeartbeatResult } from '../../services/registration.js';
 import type { AuditRecord, Principal, RouteModule } from '../types.js';
-import { idString, nameString, nullableTimestamp, object, timestamp } from './schemas.js';
+import { paginate } from '../../services/paging.js';
+import { idString, nameString, nullableTimestamp, object, pageOf, pageQuery, timestamp } from './schemas.js';
 
 export interface RegisterBody {
   registrationKey: string;
@@ -182,8 +183,8 @@ export function configServersRoutes(servers: ConfigServerService, audit: (entry:
         permission: 'read',
         summary: 'List configuration servers',
         tags: ['config-servers'],
-        schema: { response: { 200: object({ items: { type: 'array', items: configServerSchema } }) } },
-        handler: async () => ({ items: await servers.listServers() }),
+        schema: { querystring: pageQuery, response: { 200: pageOf(configServerSchema) } },
+        handler: async (req: ApiRequest<unknown, { limit: number; after?: string }>) => paginate(await servers.listServers(), req.query),
       });
       route<{ id: string }>(app, {
         id: 'config-servers.show',
@@ -212,8 +213,8 @@ export function configServersRoutes(servers: ConfigServerService, audit: (entry:
         permission: 'read',
         summary: 'List process servers with their spool and throughput',
         tags: ['config-servers'],
-        schema: { response: { 200: object({ items: { type: 'array', items: processServerSchema } }) } },
-        handler: async () => ({ items: await servers.listProcessServers() }),
+        schema: { querystring: pageQuery, response: { 200: pageOf(processServerSchema) } },
+        handler: async (req: ApiRequest<unknown, { limit: number; after?: string }>) => paginate(await servers.listProcessServers(), req.query),
       });
     },
   };
