@@ -293,16 +293,16 @@ export class RegistrationService {
   }
 
 
-  listServers(): Promise<ConfigServer[]> {
-    return this.repos.configServers.list();
-  }
-
   getServer(id: string): Promise<ConfigServer> {
     return this.repos.configServers.get(id);
   }
 
-  listProcessServers(): Promise<ProcessServer[]> {
-    return this.repos.processServers.list();
+  serversPage(page: { limit: number; after?: string }): Promise<{ items: ConfigServer[]; nextCursor: string | null }> {
+    return this.repos.configServers.page({}, page);
+  }
+
+  processServersPage(page: { limit: number; after?: string }): Promise<{ items: ProcessServer[]; nextCursor: string | null }> {
+    return this.repos.processServers.page({}, page);
   }
 }
 

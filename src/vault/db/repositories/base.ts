@@ -34,6 +34,19 @@ export class Repository<T extends { readonly id: string }> {
     return this.table.delete(id);
   }
 
+  /**
+   * One page in id order (time ids: creation order), read with LIMIT in SQL so a
+   * long table costs no more than its page: at most `limit` rows after `after`.
+   */
+  async page(where: Partial<T>, page: { readonly limit: number; readonly after?: string }): Promise<{ items: T[]; nextCursor: string | null }> {
+    const rows = await this.table.list(where, {
+      limit: page.limit + 1,
+      ...(page.after === undefined ? {} : { extraWhere: 'id > ?', extraParams: [page.after] }),
+    });
+    const items = rows.slice(0, page.limit);
+    return { items, nextCursor: rows.length > page.limit ? (items[items.length - 1]?.id ?? null) : null };
+  }
+
   protected nowIso(): string {
     return this.ctx.now().toISOString();
   }

@@ -3,8 +3,8 @@ import type { ConfigServer, ProcessServer, RegistrationKey } from '../../../core
 import { route } from '../route.js';
 import type { ApiRequest } from '../route.js';
 import { MAX_DISCOVERED_MACHINES, type HeartbeatResult } from '../../services/registration.js';
+import type { Page, PageRequest } from '../services.js';
 import type { AuditRecord, Principal, RouteModule } from '../types.js';
-import { paginate } from '../../services/paging.js';
 import { idString, nameString, nullableTimestamp, object, pageOf, pageQuery, timestamp } from './schemas.js';
 
 export interface RegisterBody {
@@ -31,9 +31,9 @@ export interface ConfigServerService {
   /** Throws VALIDATION for a discovery report with a bad IP or a name twice. */
   heartbeat(serverId: string, input: HeartbeatBody): Promise<HeartbeatResult>;
   refresh(serverId: string): Promise<ConfigServer>;
-  listServers(): Promise<readonly ConfigServer[]>;
+  serversPage(page: PageRequest): Promise<Page<ConfigServer>>;
   getServer(id: string): Promise<ConfigServer>;
-  listProcessServers(): Promise<readonly ProcessServer[]>;
+  processServersPage(page: PageRequest): Promise<Page<ProcessServer>>;
 }
 
 const health = { type: 'string', enum: ['healthy', 'warning', 'critical', 'unknown'] };
@@ -184,7 +184,7 @@ export function configServersRoutes(servers: ConfigServerService, audit: (entry:
         summary: 'List configuration servers',
         tags: ['config-servers'],
         schema: { querystring: pageQuery, response: { 200: pageOf(configServerSchema) } },
-        handler: async (req: ApiRequest<unknown, { limit: number; after?: string }>) => paginate(await servers.listServers(), req.query),
+        handler: async (req: ApiRequest<unknown, { limit: number; after?: string }>) => servers.serversPage(req.query),
       });
       route<{ id: string }>(app, {
         id: 'config-servers.show',
@@ -214,7 +214,7 @@ export function configServersRoutes(servers: ConfigServerService, audit: (entry:
         summary: 'List process servers with their spool and throughput',
         tags: ['config-servers'],
         schema: { querystring: pageQuery, response: { 200: pageOf(processServerSchema) } },
-        handler: async (req: ApiRequest<unknown, { limit: number; after?: string }>) => paginate(await servers.listProcessServers(), req.query),
+        handler: async (req: ApiRequest<unknown, { limit: number; after?: string }>) => servers.processServersPage(req.query),
       });
     },
   };
