@@ -1,9 +1,8 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { makeTempDir } from './env.js';
+import { freePort, makeTempDir } from './env.js';
 
 /**
  * A real OpenSSH server on 127.0.0.1 for push-install tests, with its own host key,
@@ -207,17 +206,6 @@ async function waitUntilListening(child: ChildProcess, log: () => string): Promi
   throw new Error(`sshd did not listen within ${START_TIMEOUT_MS} ms: ${log().trim()}`);
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, LOOPBACK, () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 async function kill(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
