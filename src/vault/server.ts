@@ -27,6 +27,9 @@ import { SecretBox, loadOrCreateVaultKey } from './secrets/secret-box.js';
 import { registerSecret } from './secrets/redact.js';
 import { createVaultLogger, type VaultLogger } from './logging/logger.js';
 
+/** How often buffered heartbeats are written (RegistrationService.flushHeartbeats). */
+const HEARTBEAT_FLUSH_MS = 1000;
+
 export interface VaultServerOptions {
   /** Holds the SQLite database (and, later, keys and spools). Created 0700 if missing. */
   readonly dataDir: string;
@@ -139,14 +142,21 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
     const port = typeof address === 'object' && address ? address.port : options.port;
     const host = options.host.includes(':') ? `[${options.host}]` : options.host;
     listenUrl = `http://${host}:${port}`;
+    // Buffered heartbeats (soft state) are written together once a second.
+    const heartbeatFlush = setInterval(() => {
+      registration.flushHeartbeats().catch((err: unknown) => logger.error({ err }, 'heartbeat flush failed'));
+    }, HEARTBEAT_FLUSH_MS);
+    heartbeatFlush.unref();
     return {
       url: `http://${host}:${port}`,
       initialAdminToken,
       repos,
       app,
       close: async () => {
+        clearInterval(heartbeatFlush);
         await Promise.all([runner.stop(), alerts.stop()]);
         await app.close();
+        await registration.flushHeartbeats();
         await db.close();
       },
     };

@@ -95,6 +95,14 @@ export interface HeartbeatResult {
 export class RegistrationService {
   /** Serialises secret creation per vault within this process (two first keys at once must agree on one secret). */
   private readonly secretInFlight = new Map<string, Promise<Buffer>>();
+  /**
+   * Heartbeats not yet written. Heartbeat times are soft state: they are written
+   * together, in one transaction, by flushHeartbeats() (every second in the
+   * server) instead of one fsynced transaction each; reads through this service
+   * see them at once. A crash loses at most that second of heartbeat times.
+   */
+  private readonly pendingServers = new Map<string, Partial<ConfigServer>>();
+  private readonly pendingProcess = new Map<string, Partial<ProcessServer>>();
 
   constructor(
     private readonly repos: Repositories,
@@ -200,9 +208,16 @@ export class RegistrationService {
     const at = this.now();
     const clockSkewMs = clock.getTime() - at.getTime();
     const atIso = at.toISOString();
+    if (!input.discovered) {
+      const buffered = await this.bufferedHeartbeat(serverId, input, atIso, clockSkewMs);
+      if (buffered) return buffered;
+    }
+    // A discovery report or a new process server is written at once, and supersedes what is buffered.
+    this.pendingServers.delete(serverId);
     return this.repos.db.transaction(async () => {
       const current = await this.repos.configServers.get(serverId);
       const existing = await this.repos.processServers.list({ configServerId: serverId });
+      for (const p of existing) this.pendingProcess.delete(p.id);
       let worst: ServerHealth = Math.abs(clockSkewMs) > MAX_CLOCK_SKEW_MS ? 'warning' : 'healthy';
       for (const report of input.processServers ?? []) {
         const full = report.spoolLimitBytes > 0 && report.spoolUsedBytes > report.spoolLimitBytes * SPOOL_WARNING_RATIO;
@@ -293,16 +308,69 @@ export class RegistrationService {
   }
 
 
-  getServer(id: string): Promise<ConfigServer> {
-    return this.repos.configServers.get(id);
+  async getServer(id: string): Promise<ConfigServer> {
+    return this.withPending(await this.repos.configServers.get(id));
   }
 
-  serversPage(page: { limit: number; after?: string }): Promise<{ items: ConfigServer[]; nextCursor: string | null }> {
-    return this.repos.configServers.page({}, page);
+  async serversPage(page: { limit: number; after?: string }): Promise<{ items: ConfigServer[]; nextCursor: string | null }> {
+    const found = await this.repos.configServers.page({}, page);
+    return { ...found, items: found.items.map((s) => this.withPending(s)) };
   }
 
-  processServersPage(page: { limit: number; after?: string }): Promise<{ items: ProcessServer[]; nextCursor: string | null }> {
-    return this.repos.processServers.page({}, page);
+  async processServersPage(page: { limit: number; after?: string }): Promise<{ items: ProcessServer[]; nextCursor: string | null }> {
+    const found = await this.repos.processServers.page({}, page);
+    return { ...found, items: found.items.map((p) => this.withPendingProcess(p)) };
+  }
+
+  private withPending(server: ConfigServer): ConfigServer {
+    const pending = this.pendingServers.get(server.id);
+    return pending ? { ...server, ...pending } : server;
+  }
+
+  private withPendingProcess(p: ProcessServer): ProcessServer {
+    const pending = this.pendingProcess.get(p.id);
+    return pending ? { ...p, ...pending } : p;
+  }
+
+  /**
+   * A heartbeat that only refreshes times, versions and process-server figures:
+   * buffered, answered from the buffered view. Undefined when it must be written
+   * at once (it names a process server that has no row yet).
+   */
+  private async bufferedHeartbeat(serverId: string, input: HeartbeatInput, atIso: string, clockSkewMs: number): Promise<HeartbeatResult | undefined> {
+    const current = this.withPending(await this.repos.configServers.get(serverId));
+    const existing = (await this.repos.processServers.list({ configServerId: serverId })).map((p) => this.withPendingProcess(p));
+    const reports = input.processServers ?? [];
+    if (reports.some((r) => !existing.some((p) => p.name === r.name))) return undefined;
+    let worst: ServerHealth = Math.abs(clockSkewMs) > MAX_CLOCK_SKEW_MS ? 'warning' : 'healthy';
+    for (const report of reports) {
+      const full = report.spoolLimitBytes > 0 && report.spoolUsedBytes > report.spoolLimitBytes * SPOOL_WARNING_RATIO;
+      const health: ServerHealth = full ? 'warning' : 'healthy';
+      if (health === 'warning') worst = 'warning';
+      const id = (existing.find((p) => p.name === report.name) as ProcessServer).id;
+      this.pendingProcess.set(id, { ...this.pendingProcess.get(id), ...report, version: input.version, lastHeartbeatAt: atIso, health });
+    }
+    const patch: Partial<ConfigServer> = { version: input.version, lastHeartbeatAt: atIso, health: worst };
+    this.pendingServers.set(serverId, { ...this.pendingServers.get(serverId), ...patch });
+    return {
+      server: { ...current, ...patch },
+      processServers: existing.map((p) => this.withPendingProcess(p)),
+      clockSkewMs,
+      refreshRequested: (await this.repos.settings.get(refreshKey(serverId))) !== undefined,
+    };
+  }
+
+  /** Writes the buffered heartbeats in one transaction (servers deleted meanwhile are skipped). */
+  async flushHeartbeats(): Promise<void> {
+    if (this.pendingServers.size === 0 && this.pendingProcess.size === 0) return;
+    const servers = [...this.pendingServers];
+    const processes = [...this.pendingProcess];
+    this.pendingServers.clear();
+    this.pendingProcess.clear();
+    await this.repos.db.transaction(async () => {
+      for (const [id, patch] of servers) if (await this.repos.configServers.find(id)) await this.repos.configServers.update(id, patch);
+      for (const [id, patch] of processes) if (await this.repos.processServers.find(id)) await this.repos.processServers.update(id, patch);
+    });
   }
 }
 
