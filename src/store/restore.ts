@@ -38,15 +38,15 @@ export async function writeDisk(reader: PointReader, target: string, options: Wr
         throw new LifeboatError('SIZE_MISMATCH', `device ${target} has ${size} bytes; the disk needs ${reader.sizeBytes}`, { details: { target } });
       }
     } else await handle.truncate(reader.sizeBytes);
+    const zeroExtents = (await reader.extents(0, reader.sizeBytes)).filter((e) => e.zero);
+    const dataBytes = reader.sizeBytes - zeroExtents.reduce((n, e) => n + e.length, 0);
     let zeroBytes = 0;
     if (isDevice && !options.assumeZeroed) {
-      for (const e of await reader.extents(0, reader.sizeBytes)) {
-        if (!e.zero) continue;
+      for (const e of zeroExtents) {
         for (let o = 0; o < e.length; o += ZEROS.length) await writeFully(handle, ZEROS.subarray(0, Math.min(ZEROS.length, e.length - o)), e.offset + o, target);
         zeroBytes += e.length;
       }
     }
-    const dataBytes = reader.sizeBytes - (await reader.extents(0, reader.sizeBytes)).filter((e) => e.zero).reduce((n, e) => n + e.length, 0);
     const written = await reader.writeTo(handle.fd, {
       onProgress: (done) => options.onProgress?.({ phase: 'restore', doneBytes: Math.min(done, dataBytes), totalBytes: dataBytes }),
     });

@@ -5,7 +5,7 @@ import { validatePolicy } from '../../core/policy.js';
 import type { Repositories } from '../db/repositories/index.js';
 import type { Page, PageRequest, PolicyInput, PolicyPatch, PolicyService, TokenService, UserService } from '../http/services.js';
 import type { VaultService } from '../http/routes/vaults.js';
-import { paginate } from './paging.js';
+import { paginate } from '../http/paging.js';
 
 /**
  * The API's services on the vault database. A token secret is `lbt_` and 32

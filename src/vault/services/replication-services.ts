@@ -8,7 +8,7 @@ import type { Repositories } from '../db/repositories/index.js';
 import type { Page, PageRequest } from '../http/services.js';
 import { persistJob } from '../jobs/job-store.js';
 import type { SecretBox } from '../secrets/secret-box.js';
-import { paginate } from './paging.js';
+import { paginate } from '../http/paging.js';
 
 /**
  * Seed step 1 (machines, push-install accounts) and step 5 (enable replication),

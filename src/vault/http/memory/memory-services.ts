@@ -3,15 +3,10 @@ import { LifeboatError } from '../../../core/errors.js';
 import type { ApiToken, ReplicationPolicy, Role, User } from '../../../core/model.js';
 import { TimeIdSequence } from '../../../format/ids.js';
 import { validatePolicy } from '../../../core/policy.js';
+import { paginate } from '../paging.js';
 import type { Page, PageRequest, PolicyInput, PolicyPatch, PolicyService, TokenService, UserService } from '../services.js';
 
 /** In-memory services: real fakes for tests and for the framework's examples (no persistence). */
-
-function paginate<T extends { id: string }>(all: Iterable<T>, page: PageRequest): Page<T> {
-  const sorted = [...all].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)).filter((x) => page.after === undefined || x.id > page.after);
-  const items = sorted.slice(0, page.limit);
-  return { items, nextCursor: sorted.length > page.limit ? (items[items.length - 1]?.id ?? null) : null };
-}
 
 export function sha256Hex(text: string): string {
   return createHash('sha256').update(text).digest('hex');

@@ -1,4 +1,4 @@
-import type { Page, PageRequest } from '../http/services.js';
+import type { Page, PageRequest } from './services.js';
 
 /** Pages a list sorted by id (time ids sort by creation). */
 export function paginate<T extends { id: string }>(all: Iterable<T>, page: PageRequest): Page<T> {
