@@ -6,7 +6,7 @@ packages=(
   qemu-utils qemu-system-x86 qemu-block-extra   # qemu-img, qemu-io, qemu-nbd, qemu-storage-daemon, qemu-system-x86_64
   libnbd-bin nbdkit                              # nbdinfo, nbdcopy: independent NBD clients
   busybox-static cpio extlinux syslinux-common fdisk e2fsprogs   # the tiny bootable guest built at test setup
-  restic borgbackup zstd time                    # benchmark peers
+  restic borgbackup zstd time fio                    # benchmark peers
   postgresql                                     # the vault's persistence suite runs on PostgreSQL too
   openssh-server openssh-client                  # push install is tested against a real sshd
 )

@@ -186,6 +186,48 @@ export const ERROR_CODES = {
     summary: "A job the CLI followed ended failed or cancelled; the job's error and the failing step are named.",
     hint: 'lifeboat job show JOB',
   },
+  PROTOCOL_INVALID: {
+    exitCode: 16,
+    retryable: false,
+    summary: 'A replication protocol message was malformed, truncated, too large, of an unknown type or failed its checksum; nothing of it was stored.',
+  },
+  SEQUENCE_REPLAYED: {
+    exitCode: 16,
+    retryable: false,
+    summary: 'A replication segment repeats a sequence number the process server already holds; it was refused and nothing was stored.',
+  },
+  SEQUENCE_OUT_OF_ORDER: {
+    exitCode: 16,
+    retryable: false,
+    summary: 'A replication segment skips sequence numbers; it was refused and nothing was stored.',
+  },
+  AGENT_UNAUTHORIZED: {
+    exitCode: 12,
+    retryable: false,
+    summary: 'The agent presented no certificate, one not issued by this vault, a replaced one, or one for a machine that is not protected.',
+    hint: 'enroll the agent again: lifeboat agent enroll',
+  },
+  ENROLLMENT_INVALID: {
+    exitCode: 12,
+    retryable: false,
+    summary: 'The agent enrollment token is unknown, used already, expired or for another replicated item.',
+    hint: 'lifeboat item enroll-token ITEM',
+  },
+  SPOOL_FULL: {
+    exitCode: 9,
+    retryable: true,
+    summary: "The process server's spool reached its size limit; the agent keeps its changes and sends them again later.",
+  },
+  FREEZE_FAILED: {
+    exitCode: 9,
+    retryable: true,
+    summary: 'An app-consistent point could not be taken: a pre/post script failed or timed out, or a filesystem would not freeze; filesystems were thawed.',
+  },
+  TRACKER_FAILED: {
+    exitCode: 9,
+    retryable: true,
+    summary: 'A change tracker could not read the disk or talk to QEMU; the disk is compared again in full when tracking resumes.',
+  },
   INTERNAL: { exitCode: 70, retryable: false, summary: 'A bug: an invariant of the program did not hold.' },
 } as const satisfies Record<string, ErrorSpec>;
 

@@ -13,6 +13,12 @@ export interface PointManifest {
   readonly chunkSizeBytes: number;
   /** ISO-8601 UTC. */
   readonly createdAt: string;
+  /**
+   * ISO-8601 UTC: the moment of the source the point shows (a journal point: when its last
+   * cut was captured). Absent on points made before it existed and on backups, whose
+   * moment is their createdAt. The item's RPO is measured from it.
+   */
+  readonly capturedAt?: string;
   readonly consistency: 'crash' | 'app';
   readonly parentPointId: string | null;
   /** Source generation and the last journal sequence folded into this point (0 = none). */
@@ -28,6 +34,11 @@ export interface PointManifest {
     readonly bytesRead: number;
     readonly bytesStored: number;
   };
+}
+
+/** The source moment a point shows: capturedAt, or createdAt for points without it. */
+export function pointCapturedAt(m: PointManifest): string {
+  return m.capturedAt ?? m.createdAt;
 }
 
 export function parseManifest(json: Buffer, what: string): PointManifest {
@@ -50,6 +61,7 @@ export function parseManifest(json: Buffer, what: string): PointManifest {
   if (!Number.isSafeInteger(o.diskSizeBytes) || (o.diskSizeBytes as number) < 0) bad('diskSizeBytes');
   if (!Number.isSafeInteger(o.chunkSizeBytes) || (o.chunkSizeBytes as number) <= 0) bad('chunkSizeBytes');
   if (typeof o.createdAt !== 'string' || Number.isNaN(Date.parse(o.createdAt))) bad('createdAt');
+  if (o.capturedAt !== undefined && (typeof o.capturedAt !== 'string' || Number.isNaN(Date.parse(o.capturedAt)))) bad('capturedAt');
   if (o.consistency !== 'crash' && o.consistency !== 'app') bad('consistency');
   if (o.parentPointId !== null && typeof o.parentPointId !== 'string') bad('parentPointId');
   if (typeof o.indexDigest !== 'string') bad('indexDigest');

@@ -3,7 +3,7 @@ import { aad, ChunkHasher, CHUNK_ID_BYTES, open, seal } from '../format/crypto.j
 import { chunkCountFor, isZeroId, newDiskIndex, type DiskIndex } from '../format/disk-index.js';
 import { parseSegmentKey, segmentKey, segmentsPrefix } from '../format/layout.js';
 import type { PointManifest } from '../format/manifest.js';
-import { decodeSegment, encodeSegment, type JournalSegment, type SegmentExtent } from '../format/segment.js';
+import { decodeSegment, encodeSegment, SEGMENT_APP_CONSISTENT, SEGMENT_CONTINUES, SEGMENT_PARTIAL, type JournalSegment, type SegmentExtent } from '../format/segment.js';
 import { DiskLock } from './disk-lock.js';
 import { PackWriter, type NewChunk } from './pack-writer.js';
 import { PointReader } from './point-reader.js';
@@ -21,43 +21,64 @@ function segmentAad(repo: Repository, disk: string, generation: number, sequence
   return aad(repo.config.storeId, 'segment', disk, String(generation), String(sequence));
 }
 
-/**
- * Stores one journal segment. Create-only: a sequence number is written once;
- * writing it again with other contents is a CONFLICT (a replayed or forked
- * stream), and a generation older than the disk's current one is fenced.
- */
-export async function writeSegment(
-  repo: Repository,
-  disk: string,
-  segment: Omit<JournalSegment, 'createdAtMs'>,
-): Promise<SegmentInfo> {
-  checkDiskName(disk);
+export type NewSegment = Omit<JournalSegment, 'createdAtMs'> & { readonly createdAtMs?: number };
+
+function checkSegmentNumbers(segment: { generation: number; sequence: number }): void {
   if (!Number.isSafeInteger(segment.sequence) || segment.sequence < 1) throw new LifeboatError('USAGE', 'segment sequence numbers start at 1');
   if (!Number.isInteger(segment.generation) || segment.generation < 0 || segment.generation > 0xffffffff) {
     throw new LifeboatError('USAGE', 'segment generation must be a 32-bit unsigned integer');
   }
+}
+
+/**
+ * Encodes, compresses and seals a segment: pure CPU work with no storage access,
+ * so a process server can run it on worker threads (it needs only the store id
+ * and the encryption key, `repo.config.storeId` and `repo.key.encKey`).
+ */
+export function sealSegment(storeId: string, encKey: Buffer, disk: string, segment: JournalSegment): Buffer {
+  checkDiskName(disk);
+  checkSegmentNumbers(segment);
+  return seal(encKey, encodeSegment(segment), aad(storeId, 'segment', disk, String(segment.generation), String(segment.sequence)));
+}
+
+/**
+ * Stores one sealed segment (from sealSegment). Create-only: a sequence number is
+ * written once; writing it again is a CONFLICT (a replayed or forked stream), and
+ * a generation older than the disk's newest point is fenced (GENERATION_FENCED).
+ */
+export async function putSealedSegment(repo: Repository, disk: string, generation: number, sequence: number, sealed: Buffer): Promise<SegmentInfo> {
+  checkDiskName(disk);
+  checkSegmentNumbers({ generation, sequence });
   const latest = await repo.latestPoint(disk);
-  if (latest && segment.generation < latest.source.generation) {
-    throw new LifeboatError('GENERATION_FENCED', `disk ${disk} is at generation ${latest.source.generation}; generation ${segment.generation} is fenced`, {
-      details: { disk, generation: segment.generation, current: latest.source.generation },
+  if (latest && generation < latest.source.generation) {
+    throw new LifeboatError('GENERATION_FENCED', `disk ${disk} is at generation ${latest.source.generation}; generation ${generation} is fenced`, {
+      details: { disk, generation, current: latest.source.generation },
     });
   }
-  const key = segmentKey(disk, segment.generation, segment.sequence);
-  const plain = encodeSegment({ ...segment, createdAtMs: repo.clock.now().getTime() });
-  const sealed = seal(repo.key.encKey, plain, segmentAad(repo, disk, segment.generation, segment.sequence));
+  const key = segmentKey(disk, generation, sequence);
   try {
     await repo.storage.put(key, sealed, { ifNoneMatch: true });
   } catch (err) {
     if (isLifeboatError(err, 'STORAGE_PRECONDITION')) {
-      throw new LifeboatError('CONFLICT', `segment ${segment.sequence} of disk ${disk} generation ${segment.generation} already exists`, {
+      throw new LifeboatError('CONFLICT', `segment ${sequence} of disk ${disk} generation ${generation} already exists`, {
         cause: err,
         retryable: false,
-        details: { disk, generation: segment.generation, sequence: segment.sequence },
+        details: { disk, generation, sequence },
       });
     }
     throw err;
   }
-  return { key, generation: segment.generation, sequence: segment.sequence, sizeBytes: sealed.length };
+  return { key, generation, sequence, sizeBytes: sealed.length };
+}
+
+/**
+ * Seals and stores one journal segment (sealSegment + putSealedSegment). Without
+ * `createdAtMs` the capture time is the repository clock's now.
+ */
+export async function writeSegment(repo: Repository, disk: string, segment: NewSegment): Promise<SegmentInfo> {
+  const full: JournalSegment = { ...segment, createdAtMs: segment.createdAtMs ?? repo.clock.now().getTime() };
+  const sealed = sealSegment(repo.config.storeId, repo.key.encKey, disk, full);
+  return putSealedSegment(repo, disk, segment.generation, segment.sequence, sealed);
 }
 
 export async function listSegments(repo: Repository, disk: string, generation?: number): Promise<SegmentInfo[]> {
@@ -111,6 +132,7 @@ export function pendingRun(base: { generation: number; lastSequence: number }, s
 }
 
 export interface ProcessOptions {
+  /** Overrides the consistency the segments' flags give (for hand-made journals). */
   readonly consistency?: 'crash' | 'app';
   /** Fold at most up to this sequence number. */
   readonly upToSequence?: number;
@@ -122,6 +144,10 @@ export interface ProcessOptions {
  * commits the result as a new point, without reading the source disk. Chunks
  * touched by the extents are rebuilt from the base point and patched; all
  * others keep their ids. With nothing pending it returns undefined.
+ *
+ * Cuts: the run stops at the end of the last complete cut (a cut still missing
+ * segments flagged SEGMENT_PARTIAL waits), and at the first app-consistent cut
+ * end, so that point is made alone and marked `app`; call again for the rest.
  */
 export async function processJournal(repo: Repository, disk: string, options: ProcessOptions = {}): Promise<PointManifest | undefined> {
   checkDiskName(disk);
@@ -140,8 +166,10 @@ export async function processJournal(repo: Repository, disk: string, options: Pr
     if (options.upToSequence !== undefined) run = run.filter((s) => s.sequence <= options.upToSequence!);
     if (run.length === 0) return undefined;
 
-    const segments: JournalSegment[] = [];
-    for (const info of run) segments.push(await readSegment(repo, disk, info));
+    const read: JournalSegment[] = [];
+    for (const info of run) read.push(await readSegment(repo, disk, info));
+    const { apply: segments, last } = completeCuts(read);
+    if (!last) return undefined;
     const cs = repo.chunkSizeBytes;
     const reader = base ? await PointReader.open(repo, base, { workers: 0 }) : undefined;
     const baseIndex = base ? await repo.readPointIndex(base) : undefined;
@@ -215,14 +243,15 @@ export async function processJournal(repo: Repository, disk: string, options: Pr
     const written = await writer.finish();
     if (written.length > 0) await repo.writeIndex(written);
     await lock.check();
-    const last = segments[segments.length - 1] as JournalSegment;
+    const app = ((last.flags ?? 0) & SEGMENT_APP_CONSISTENT) !== 0;
     let zeroChunks = 0;
     for (let o = 0; o < index.ids.length; o += CHUNK_ID_BYTES) if (isZeroId(index.ids.subarray(o, o + CHUNK_ID_BYTES))) zeroChunks++;
     return await repo.commitPoint(index, {
       disk,
       diskSizeBytes: size,
       chunkSizeBytes: cs,
-      consistency: options.consistency ?? 'crash',
+      consistency: options.consistency ?? (app ? 'app' : 'crash'),
+      capturedAt: new Date(last.createdAtMs).toISOString(),
       parentPointId: base?.pointId ?? null,
       source: { generation: last.generation, lastSequence: last.sequence },
       origin: 'journal',
@@ -232,6 +261,30 @@ export async function processJournal(repo: Repository, disk: string, options: Pr
     await pool?.close();
     await lock.release();
   }
+}
+
+/**
+ * Splits a contiguous run into whole cuts: `apply` holds the segments of the cuts
+ * that ended, up to the end of the first app-consistent cut or else of the last
+ * one; `last` is the segment the point ends at (undefined: no cut ended yet).
+ * Segments of a cut abandoned unfinished (a new cut began before it ended) are
+ * folded past but never applied.
+ */
+function completeCuts(segments: readonly JournalSegment[]): { apply: JournalSegment[]; last: JournalSegment | undefined } {
+  const apply: JournalSegment[] = [];
+  let open: JournalSegment[] = [];
+  let last: JournalSegment | undefined;
+  for (const seg of segments) {
+    const flags = seg.flags ?? 0;
+    if ((flags & SEGMENT_CONTINUES) === 0) open = []; // a new cut begins; an unfinished one is abandoned
+    open.push(seg);
+    if ((flags & SEGMENT_PARTIAL) !== 0) continue;
+    apply.push(...open);
+    open = [];
+    last = seg;
+    if ((flags & SEGMENT_APP_CONSISTENT) !== 0) break;
+  }
+  return { apply, last };
 }
 
 async function applyExtent(e: SegmentExtent, cs: number, size: number, chunkAt: (slot: number) => Promise<Buffer>): Promise<void> {
