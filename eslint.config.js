@@ -2,7 +2,8 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 /**
- * Layers (docs/architecture.md): core <- storage, format, nbd, export <- store <- cli.
+ * Layers (docs/architecture.md): core <- storage, format, nbd, export, changetracking, protocol
+ * <- store <- applications (vault, process-server, agent) <- cli.
  * Drivers and libraries never import the CLI; core imports nothing of ours.
  */
 const layer = (files, forbidden) => ({
@@ -30,6 +31,10 @@ export default tseslint.config(
   layer(['src/core/**'], ['**/storage/**', '**/format/**', '**/store/**', '**/cli/**', '**/nbd/**', '**/export/**']),
   layer(['src/storage/**', 'src/format/**', 'src/nbd/**', 'src/export/**'], ['**/cli/**', '**/store/**']),
   layer(['src/store/**'], ['**/cli/**', '**/vault/**']),
-  layer(['src/vault/**'], ['**/cli/**']),
+  layer(['src/changetracking/**', 'src/protocol/**'], ['**/cli/**', '**/store/**', '**/vault/**', '**/agent/**', '**/process-server/**']),
+  // Applications never import each other; src/cli (lifeboat server) wires them together.
+  layer(['src/agent/**'], ['**/cli/**', '**/vault/**', '**/process-server/**', '**/store/**']),
+  layer(['src/process-server/**'], ['**/cli/**', '**/vault/**', '**/agent/**']),
+  layer(['src/vault/**'], ['**/cli/**', '**/agent/**', '**/process-server/**']),
   layer(['src/vault/http/**'], ['**/vault/db/**']),
 );
