@@ -1,12 +1,13 @@
 import type { BlockSource } from '../core/block-source.js';
 import { LifeboatError } from '../core/errors.js';
 import { MAX_STRING_BYTES } from './protocol.js';
+import type { WritableBlockTarget } from './writable-target.js';
+import { isWritableTarget } from './writable-target.js';
 
 /** One named export. Sources are borrowed: the server never closes them. */
-export interface NbdExport {
-  readonly name: string;
-  readonly source: BlockSource;
-}
+export type NbdExport =
+  | { readonly name: string; readonly writable: false; readonly source: BlockSource }
+  | { readonly name: string; readonly writable: true; readonly source: WritableBlockTarget };
 
 /**
  * The exports a server offers, fixed at start-up. The empty name (the protocol's
@@ -30,7 +31,7 @@ export class ExportTable {
           details: { exportName: name, sizeBytes: source.sizeBytes },
         });
       }
-      byName.set(name, { name, source });
+      byName.set(name, isWritableTarget(source) ? { name, writable: true, source } : { name, writable: false, source });
     }
     this.byName = byName;
   }

@@ -12,6 +12,9 @@ import {
   NBD_FLAG_NO_ZEROES,
   NBD_FLAG_READ_ONLY,
   NBD_FLAG_SEND_FLUSH,
+  NBD_FLAG_SEND_FUA,
+  NBD_FLAG_SEND_TRIM,
+  NBD_FLAG_SEND_WRITE_ZEROES,
   NBD_INFO_BLOCK_SIZE,
   NBD_INFO_EXPORT,
   NBD_INFO_NAME,
@@ -38,8 +41,19 @@ import type { ReplyWriter } from './reply-writer.js';
 import type { SocketReader } from './socket-reader.js';
 import { optionReply, prefixedString } from './wire.js';
 
-/** Every export is read-only; flush is a no-op we still answer; reads are coherent across connections. */
+/** Read-only exports: flush is a no-op we still answer; reads are coherent across connections. */
 export const TRANSMISSION_FLAGS = NBD_FLAG_HAS_FLAGS | NBD_FLAG_READ_ONLY | NBD_FLAG_SEND_FLUSH | NBD_FLAG_CAN_MULTI_CONN;
+
+/**
+ * Writable exports: FUA, write-zeroes and trim are accepted; multi-conn holds
+ * because a target's flush covers writes completed on every connection.
+ */
+export const WRITABLE_TRANSMISSION_FLAGS =
+  NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_CAN_MULTI_CONN;
+
+export function transmissionFlags(exp: NbdExport): number {
+  return exp.writable ? WRITABLE_TRANSMISSION_FLAGS : TRANSMISSION_FLAGS;
+}
 
 /** Context id we hand out for base:allocation (any non-zero value would do). */
 export const BASE_ALLOCATION_CONTEXT_ID = 1;
@@ -157,7 +171,7 @@ export async function negotiate(
       if (exp === undefined) throw violation('NBD_OPT_EXPORT_NAME named an unknown export');
       const tail = Buffer.alloc(10 + (noZeroes ? 0 : EXPORT_NAME_PADDING_BYTES));
       tail.writeBigUInt64BE(BigInt(exp.source.sizeBytes), 0);
-      tail.writeUInt16BE(TRANSMISSION_FLAGS, 8);
+      tail.writeUInt16BE(transmissionFlags(exp), 8);
       await writer.send([tail]);
       return session(exp, structuredReplies, meta);
     }
@@ -242,7 +256,7 @@ function infoReplies(exp: NbdExport, requests: readonly number[], limits: Negoti
   const exportInfo = Buffer.alloc(12);
   exportInfo.writeUInt16BE(NBD_INFO_EXPORT, 0);
   exportInfo.writeBigUInt64BE(BigInt(exp.source.sizeBytes), 2);
-  exportInfo.writeUInt16BE(TRANSMISSION_FLAGS, 10);
+  exportInfo.writeUInt16BE(transmissionFlags(exp), 10);
   const blockSize = Buffer.alloc(14);
   blockSize.writeUInt16BE(NBD_INFO_BLOCK_SIZE, 0);
   blockSize.writeUInt32BE(1, 2);

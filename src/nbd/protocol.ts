@@ -26,6 +26,9 @@ export const NBD_FLAG_C_NO_ZEROES = 1 << 1;
 export const NBD_FLAG_HAS_FLAGS = 1 << 0;
 export const NBD_FLAG_READ_ONLY = 1 << 1;
 export const NBD_FLAG_SEND_FLUSH = 1 << 2;
+export const NBD_FLAG_SEND_FUA = 1 << 3;
+export const NBD_FLAG_SEND_TRIM = 1 << 5;
+export const NBD_FLAG_SEND_WRITE_ZEROES = 1 << 6;
 export const NBD_FLAG_CAN_MULTI_CONN = 1 << 8;
 
 // Options.
@@ -63,7 +66,10 @@ export const NBD_CMD_WRITE_ZEROES = 6;
 export const NBD_CMD_BLOCK_STATUS = 7;
 
 // Command flags.
+export const NBD_CMD_FLAG_FUA = 1 << 0;
+export const NBD_CMD_FLAG_NO_HOLE = 1 << 1;
 export const NBD_CMD_FLAG_REQ_ONE = 1 << 3;
+export const NBD_CMD_FLAG_FAST_ZERO = 1 << 4;
 
 // Structured reply chunk flags and types.
 export const NBD_REPLY_FLAG_DONE = 1 << 0;
@@ -81,7 +87,9 @@ export const NbdErrno = {
   EPERM: 1,
   EIO: 5,
   EINVAL: 22,
+  ENOSPC: 28,
   EOVERFLOW: 75,
+  ENOTSUP: 95,
 } as const;
 export type NbdErrno = (typeof NbdErrno)[keyof typeof NbdErrno];
 

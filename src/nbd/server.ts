@@ -8,12 +8,17 @@ import type { NbdLogger } from './log.js';
 import { errorFields, silentLogger } from './log.js';
 
 export type { NbdLogger, NbdLogLevel } from './log.js';
+export type { WritableBlockTarget } from './writable-target.js';
 
 /** Where to listen: TCP (default 127.0.0.1, port 0 picks a free port) or a Unix socket path. */
 export type NbdListen = { readonly host?: string; readonly port?: number } | { readonly socketPath: string };
 
 export interface NbdServerOptions {
-  /** Export name -> source. Sources are borrowed: close() does not close them. */
+  /**
+   * Export name -> source. A WritableBlockTarget (`writable: true`) makes a
+   * writable export; any other BlockSource a read-only one. Sources are
+   * borrowed: close() does not close them.
+   */
   readonly exports: ReadonlyMap<string, BlockSource> | Readonly<Record<string, BlockSource>>;
   readonly listen?: NbdListen;
   readonly logger?: NbdLogger;
@@ -43,7 +48,8 @@ export interface NbdServer {
   stats(): NbdServerStats;
   /**
    * Stops accepting, hard-disconnects every client, and resolves once no request
-   * is still running against any source (so the caller may close them). Idempotent.
+   * is still running against any source (so the caller may close them). Writes
+   * not yet answered may or may not have been applied, as with any disconnect. Idempotent.
    */
   close(): Promise<void>;
 }
@@ -58,8 +64,8 @@ export const NBD_LIMITS = Object.freeze({
 });
 
 /**
- * Starts a read-only NBD server (fixed newstyle, structured replies,
- * base:allocation; see docs/nbd.md). Resolves once listening. Rejects with
+ * Starts an NBD server (fixed newstyle, structured replies, base:allocation;
+ * read-only exports, and writable ones for WritableBlockTargets; see docs/nbd.md). Resolves once listening. Rejects with
  * CONFIG_INVALID for bad options or when the address cannot be bound.
  */
 export async function startNbdServer(options: NbdServerOptions): Promise<NbdServer> {
