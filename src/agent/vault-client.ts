@@ -1,0 +1,131 @@
+import { ERROR_CODES, LifeboatError, type ErrorCode } from '../core/errors.js';
+import { parseAgentConfig, type AgentConfig, type ProcessServerAddress } from './config.js';
+
+/** The agent's side of the two agent routes of the vault (docs/replication.md, "Identity, enrollment"). */
+export interface EnrollRequest {
+  readonly itemId: string;
+  readonly token: string;
+  readonly csrPem: string;
+  readonly hostname: string;
+  readonly disks: readonly { readonly name: string; readonly sizeBytes: number; readonly tracker: string }[];
+}
+
+export interface EnrollResponse {
+  readonly machineId: string;
+  readonly itemId: string;
+  readonly credential: string;
+  readonly certificatePem: string;
+  readonly caPem: string;
+  readonly processServer: ProcessServerAddress;
+  readonly config: AgentConfig;
+}
+
+export type DiskReportState = 'initial' | 'resync' | 'continuous' | 'paused' | 'error';
+
+export interface DiskReport {
+  readonly name: string;
+  readonly sizeBytes: number;
+  readonly state: DiskReportState;
+  readonly initialPercent: number;
+  readonly ackedSequence: number;
+  readonly lagMs: number;
+  readonly lastError: string | null;
+}
+
+export interface HeartbeatReport {
+  readonly disks: readonly DiskReport[];
+  readonly version: string;
+}
+
+/**
+ * What the agent needs from the vault. Errors are LifeboatErrors: an unreachable
+ * vault is SERVER_UNREACHABLE (retryable; the agent keeps its last config), a
+ * refused credential UNAUTHENTICATED, anything else the vault's own code.
+ */
+export interface VaultClient {
+  enroll(request: EnrollRequest): Promise<EnrollResponse>;
+  heartbeat(credential: string, report: HeartbeatReport): Promise<AgentConfig>;
+}
+
+export interface HttpVaultClientOptions {
+  readonly timeoutMs?: number;
+  readonly fetch?: typeof fetch;
+}
+
+/** VaultClient over HTTP(S) with fetch. Never puts the token or credential in an error message. */
+export class HttpVaultClient implements VaultClient {
+  private readonly base: string;
+  private readonly timeoutMs: number;
+  private readonly fetchImpl: typeof fetch;
+
+  constructor(vaultUrl: string, options: HttpVaultClientOptions = {}) {
+    let url: URL;
+    try {
+      url = new URL(vaultUrl);
+    } catch (err) {
+      throw new LifeboatError('USAGE', `the vault URL ${JSON.stringify(vaultUrl)} is not a URL`, { cause: err });
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new LifeboatError('USAGE', 'the vault URL must be http:// or https://');
+    if (url.username || url.password) throw new LifeboatError('USAGE', 'the vault URL must not carry credentials');
+    this.base = url.href.replace(/\/+$/, '');
+    this.timeoutMs = options.timeoutMs ?? 15_000;
+    this.fetchImpl = options.fetch ?? fetch;
+  }
+
+  async enroll(request: EnrollRequest): Promise<EnrollResponse> {
+    const raw = (await this.post('/api/v1/agents/enroll', request)) as Record<string, unknown>;
+    const need = (k: string): string => {
+      if (typeof raw[k] !== 'string' || raw[k] === '') throw new LifeboatError('API_ERROR', `the vault's enrollment answer lacks ${k}`);
+      return raw[k] as string;
+    };
+    const config = parseAgentConfig(raw.config);
+    return {
+      machineId: need('machineId'),
+      itemId: need('itemId'),
+      credential: need('credential'),
+      certificatePem: need('certificatePem'),
+      caPem: need('caPem'),
+      processServer: (raw.processServer as ProcessServerAddress | undefined) ?? config.processServer,
+      config,
+    };
+  }
+
+  async heartbeat(credential: string, report: HeartbeatReport): Promise<AgentConfig> {
+    return parseAgentConfig(await this.post('/api/v1/agents/self/heartbeat', report, credential));
+  }
+
+  private async post(path: string, body: unknown, bearer?: string): Promise<unknown> {
+    let res: Response;
+    try {
+      res = await this.fetchImpl(this.base + path, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json', ...(bearer ? { authorization: `Bearer ${bearer}` } : {}) },
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+    } catch (err) {
+      throw new LifeboatError('SERVER_UNREACHABLE', `the vault at ${this.base} did not answer ${path}: ${(err as Error).message}`, {
+        cause: err,
+        details: { server: this.base },
+      });
+    }
+    const text = await res.text();
+    let json: unknown;
+    try {
+      json = text === '' ? undefined : JSON.parse(text);
+    } catch {
+      json = undefined;
+    }
+    if (res.ok) {
+      if (json === undefined) throw new LifeboatError('API_ERROR', `the vault answered ${path} with no JSON`, { details: { status: res.status } });
+      return json;
+    }
+    const problem = (json ?? {}) as { code?: string; detail?: string; title?: string; requestId?: string };
+    const known = typeof problem.code === 'string' && problem.code in ERROR_CODES;
+    const code: ErrorCode = known ? (problem.code as ErrorCode) : res.status >= 500 ? 'SERVER_UNREACHABLE' : 'API_ERROR';
+    throw new LifeboatError(code, `${path}: ${problem.detail ?? problem.title ?? `HTTP ${res.status}`}`, {
+      details: { status: res.status, code: problem.code ?? null, requestId: problem.requestId ?? null },
+      ...(res.status >= 500 ? { retryable: true } : {}),
+    });
+  }
+}
