@@ -18,7 +18,12 @@
  * - A cut is either committed (its changes are durably shipped: the tracker may
  *   forget them and the digest map now holds them) or aborted (every change it
  *   reported is reported again by the next cut, possibly merged with newer
- *   writes). A process killed between cut() and commit() behaves as aborted.
+ *   writes). A process killed between cut() and commit() behaves as aborted,
+ *   except that a driver which staged the cut durably reports it from the next
+ *   `open()` as `pendingCutId`; the agent then calls `settle(id, 'commit')` when
+ *   the cut's last segment was acknowledged, `settle(id, 'abort')` otherwise
+ *   (docs/replication.md, "Agent: cuts, sequences and restarts"). A cut()
+ *   taken while a cut is still pending aborts it.
  * - At most one cut is open at a time (CONFLICT otherwise).
  * - `close()` releases what the tracker holds; it is idempotent.
  */
@@ -40,6 +45,11 @@ export interface ChangedExtent {
 }
 
 export interface Cut {
+  /**
+   * Names the cut across restarts (the agent keeps it as `inFlight.cutId`):
+   * 1 to 64 characters of [A-Za-z0-9_-], unique per tracker state.
+   */
+  readonly id: string;
   /** The disk's size at the cut. */
   readonly sizeBytes: number;
   /** When the moment was frozen (the tracker's clock, ms since the epoch). */
@@ -60,10 +70,24 @@ export interface Cut {
   abort(): Promise<void>;
 }
 
+export interface TrackerOpenResult {
+  readonly continuity: 'continuous' | 'lost';
+  readonly reason?: string;
+  /** A cut staged before the previous process ended, neither committed nor aborted: settle it before the next cut. */
+  readonly pendingCutId?: string;
+}
+
 export interface ChangeTracker {
   readonly kind: TrackerKind;
   readonly capabilities: TrackerCapabilities;
-  open(): Promise<{ readonly continuity: 'continuous' | 'lost'; readonly reason?: string }>;
+  open(): Promise<TrackerOpenResult>;
   cut(): Promise<Cut>;
+  /**
+   * Commits or aborts the cut `open()` reported as pending. Idempotent; an id
+   * the tracker does not hold (settled already, never staged) is a no-op. A
+   * driver that cannot keep a staged cut across restarts never reports one, so
+   * its interrupted cut behaves as aborted whatever the agent settles.
+   */
+  settle(cutId: string, outcome: 'commit' | 'abort'): Promise<void>;
   close(): Promise<void>;
 }
