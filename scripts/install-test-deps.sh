@@ -9,6 +9,7 @@ packages=(
   restic borgbackup zstd time fio                    # benchmark peers
   postgresql                                     # the vault's persistence suite runs on PostgreSQL too
   openssh-server openssh-client                  # push install is tested against a real sshd
+  iproute2 procps                                # ip netns, veth, bridge and sysctl for partition tests
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -18,6 +18,21 @@ export interface AzuriteService extends RunningService {
   url(container: string, prefix?: string): string;
 }
 
+/**
+ * Azurite with its data on disk, for storage-outage tests: halt() stops the service
+ * (gracefully, so it saves its metadata) and keeps its data directory and port; resume()
+ * starts it again on the same directory and port, with every blob written before the
+ * halt. Between the two, clients get "connection refused", as from a storage account
+ * that is down. stop() ends it for good and removes the data.
+ */
+export interface RestartableAzuriteService extends AzuriteService {
+  halt(): Promise<void>;
+  resume(): Promise<void>;
+  readonly running: boolean;
+  /** The data directory (Azurite's --location). */
+  readonly dataDir: string;
+}
+
 export interface S3rverService extends RunningService {
   /** A store URL in the bucket created at start-up. */
   url(prefix?: string): string;
@@ -52,6 +67,66 @@ export async function startAzurite(): Promise<AzuriteService> {
     },
     url: (container, prefix) => `azblob://${AZURITE_ACCOUNT}/${container}${prefix ? `/${prefix}` : ''}`,
     stop: running.stop,
+  };
+}
+
+/** Starts Azurite's blob service on a free loopback port with its data in a directory, restartable. */
+export async function startRestartableAzurite(): Promise<RestartableAzuriteService> {
+  const main = requireNodeModule('azurite/dist/src/blob/main.js', 'azurite');
+  const data = makeTempDir('azurite');
+  const argsFor = (port: number): string[] => [
+    main,
+    ...['--blobHost', LOOPBACK, '--blobPort', String(port)],
+    ...['--skipApiVersionCheck', '--location', data.path, '--silent', '--loose', '--disableTelemetry'],
+  ];
+  const first = await startOnFreePort(argsFor, data.path, () => undefined).catch((err: unknown) => {
+    data.cleanup();
+    throw err;
+  });
+  const port = first.port;
+  let current: { stop: () => Promise<void> } | undefined = first;
+  const endpoint = `http://${LOOPBACK}:${port}/${AZURITE_ACCOUNT}`;
+  let stopped = false;
+  return {
+    endpoint,
+    dataDir: data.path,
+    env: {
+      AZURE_STORAGE_ACCOUNT: AZURITE_ACCOUNT,
+      AZURE_STORAGE_KEY: AZURITE_KEY,
+      LIFEBOAT_AZURE_ENDPOINT: endpoint,
+    },
+    url: (container, prefix) => `azblob://${AZURITE_ACCOUNT}/${container}${prefix ? `/${prefix}` : ''}`,
+    get running() {
+      return current !== undefined;
+    },
+    async halt() {
+      const service = current;
+      current = undefined;
+      await service?.stop();
+    },
+    async resume() {
+      if (stopped) throw new Error('Azurite was stopped for good: start a new one');
+      if (current) return;
+      let lastError: unknown;
+      // The port is ours only by convention while halted; retry in case the old socket lingers.
+      for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
+        try {
+          current = await launch(argsFor(port), data.path, port);
+          return;
+        } catch (err) {
+          lastError = err;
+          await new Promise((resolve) => setTimeout(resolve, 500));
+        }
+      }
+      throw new Error(`Azurite did not start again on port ${port} with data in ${data.path}: ${String(lastError)}`, { cause: lastError });
+    },
+    async stop() {
+      stopped = true;
+      const service = current;
+      current = undefined;
+      await service?.stop();
+      data.cleanup();
+    },
   };
 }
 
@@ -105,28 +180,41 @@ async function startOnFreePort(
   // Another process may take the free port between our probe and the service's bind.
   for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
     const port = await freePort();
-    const child = spawn(process.execPath, argsFor(port), { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
-    live.add(child);
-    let stderr = '';
-    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr = (stderr + chunk).slice(-4000)));
-    const stop = async () => {
-      await kill(child);
-      live.delete(child);
-      cleanup();
-    };
     try {
-      await waitForPort(port, child);
-      return { port, stop };
+      const service = await launch(argsFor(port), cwd, port);
+      return {
+        port,
+        stop: async () => {
+          await service.stop();
+          cleanup();
+        },
+      };
     } catch (err) {
-      await kill(child);
-      live.delete(child);
-      lastError = new Error(`${String(err)}; stderr: ${stderr.trim() || '(empty)'}`);
+      lastError = err;
     }
   }
   cleanup();
   throw lastError;
 }
 
+/** Starts a node service and waits until it accepts connections on `port`; stop() leaves its files. */
+async function launch(args: string[], cwd: string, port: number): Promise<{ stop: () => Promise<void> }> {
+  const child = spawn(process.execPath, args, { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
+  live.add(child);
+  let stderr = '';
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr = (stderr + chunk).slice(-4000)));
+  const stop = async (): Promise<void> => {
+    await kill(child);
+    live.delete(child);
+  };
+  try {
+    await waitForPort(port, child);
+    return { stop };
+  } catch (err) {
+    await stop();
+    throw new Error(`${String(err)}; stderr: ${stderr.trim() || '(empty)'}`, { cause: err });
+  }
+}
 
 async function waitForPort(port: number, child: ChildProcess): Promise<void> {
   const deadline = Date.now() + START_TIMEOUT_MS;
