@@ -145,25 +145,34 @@ export async function startProcessServer(options: ProcessServerOptions): Promise
     },
   };
 
+  // Certificates are checked here, not by rejectUnauthorized: Node drops a refused TLS 1.3
+  // client without a word, and an agent must learn why (AGENT_UNAUTHORIZED) instead of
+  // retrying a "connection closed" forever. An unauthorized peer gets one ERROR frame and
+  // not one of its bytes is parsed.
   const server = createServer({
     cert: options.tls.certPem,
     key: options.tls.keyPem,
     ca: options.tls.caPem,
     requestCert: true,
-    rejectUnauthorized: true,
+    rejectUnauthorized: false,
     minVersion: 'TLSv1.3',
+    // An agent that ends its side mid-frame still gets its ERROR (PROTOCOL_INVALID, truncated).
+    allowHalfOpen: true,
   });
   server.on('tlsClientError', (err, socket) => {
-    o.logger.warn({ err: err.message, code: (err as NodeJS.ErrnoException).code, remote: socket.remoteAddress }, 'agent TLS handshake refused');
+    o.logger.warn({ err: err.message, code: (err as NodeJS.ErrnoException).code, remote: socket.remoteAddress }, 'agent TLS handshake failed');
   });
   server.on('secureConnection', (socket: TLSSocket) => {
     socket.setNoDelay(true);
     socket.setTimeout(o.idleTimeoutMs, () => socket.destroy());
-    const identity = peerIdentity(socket);
-    if (!socket.authorized || !identity) {
-      // The CA signed it, but it is not an agent certificate (no CN agent-<machineId>).
-      o.logger.warn({ remote: socket.remoteAddress }, 'client certificate is not an agent certificate');
-      socket.end(Buffer.concat(encodeFrame(FrameType.ERROR, { code: 'AGENT_UNAUTHORIZED', message: 'the client certificate is not an agent certificate (CN agent-<machineId>)' })));
+    const identity = socket.authorized ? peerIdentity(socket) : undefined;
+    if (!identity) {
+      const reason = socket.authorized ? 'it is not an agent certificate (CN agent-<machineId>)' : `${socket.authorizationError ?? 'no certificate'}`;
+      o.logger.warn({ remote: socket.remoteAddress, reason }, 'agent certificate refused');
+      socket.on('error', () => undefined);
+      socket.on('data', () => undefined); // dropped unparsed: closing with unread data would reset the connection and lose the ERROR
+      socket.end(Buffer.concat(encodeFrame(FrameType.ERROR, { code: 'AGENT_UNAUTHORIZED', message: `the client certificate was refused: ${reason}` })));
+      setTimeout(() => socket.destroy(), 2000).unref();
       return;
     }
     const session = new Session(socket, ctx, identity, nextSessionId++);

@@ -22,7 +22,8 @@ export interface SessionContext {
 /** Decoded frames waiting for the session, at most; beyond that the socket is paused. */
 const MAX_QUEUED_FRAMES = 2;
 
-type Item = { frame: Frame } | { error: LifeboatError };
+/** A decoded frame, a decoding error, or the end of the agent's stream: handled in order. */
+type Item = { frame: Frame } | { error: LifeboatError } | { end: true };
 
 /** The certificate's machine id (CN `agent-<machineId>`) and serial (lower-case hex, no leading zeros). */
 export function peerIdentity(socket: TLSSocket): { machineId: string; serial: string } | undefined {
@@ -63,7 +64,7 @@ export class Session {
     socket.on('end', () => {
       try {
         this.decoder.end();
-        this.close();
+        this.enqueue({ end: true });
       } catch (err) {
         this.enqueue({ error: err as LifeboatError });
       }
@@ -133,6 +134,10 @@ export class Session {
         if (this.queue.length < MAX_QUEUED_FRAMES && !this.socket.destroyed) this.socket.resume();
         if ('error' in item) {
           this.refuse(item.error);
+          return;
+        }
+        if ('end' in item) {
+          this.close();
           return;
         }
         try {
@@ -281,12 +286,16 @@ export class Session {
     this.close();
   }
 
-  /** Stops reading, lets written frames out, and ends the connection. */
+  /**
+   * Ends the connection once the written frames are out. What the agent still
+   * sends is read and dropped (not buffered): closing with unread data would
+   * reset the connection and lose the ERROR frame on its way.
+   */
   close(): void {
     if (this.state === 'closing') return;
     this.state = 'closing';
     this.queue.length = 0;
-    this.socket.pause();
+    this.socket.resume();
     this.socket.end();
     setTimeout(() => this.socket.destroy(), 2000).unref();
   }
@@ -296,8 +305,8 @@ export class Session {
     if (this.state !== 'closing') {
       this.state = 'closing';
       this.queue.length = 0;
-      this.socket.pause();
       await this.current.catch(() => undefined);
+      this.socket.resume();
       this.send(FrameType.ERROR, { code: 'CONFLICT', message: `a newer connection took over disk ${disk}`, disk });
       this.socket.end();
       setTimeout(() => this.socket.destroy(), 2000).unref();
