@@ -427,11 +427,16 @@ export class Agent {
         d.open = undefined;
       } else if (d.tracker) {
         // A cut of an earlier process: the tracker holds it only if it staged it durably; settling an id it does not hold is a no-op.
+        const held = d.pendingCutId === inFlight.cutId;
         await d.tracker.settle(inFlight.cutId, outcome);
-        if (d.pendingCutId === inFlight.cutId) d.pendingCutId = undefined;
+        if (held) {
+          d.pendingCutId = undefined;
+          // The tracker committed the staged full compare: continuity is back.
+          if (outcome === 'commit' && inFlight.full) d.fullPending = false;
+        }
       }
       if (outcome === 'commit') {
-        lastCommitted = { capturedAtMs: inFlight.capturedAtMs, lastSequence: inFlight.lastSequence as number, appConsistent: inFlight.appConsistent, full: false };
+        lastCommitted = { capturedAtMs: inFlight.capturedAtMs, lastSequence: inFlight.lastSequence as number, appConsistent: inFlight.appConsistent, full: inFlight.full };
         if (inFlight.appConsistent) lastApp = inFlight.capturedAtMs;
       }
       this.emit({ event: 'recovered', disk: d.spec.name, cutId: inFlight.cutId, outcome, nextSequence: acked + 1 });
@@ -532,7 +537,7 @@ export class Agent {
       d.shippedBytes = 0;
       d.estimatedBytes = cut.estimatedBytes;
     }
-    this.persist(d, { cutId: cut.id, firstSequence: first, capturedAtMs: cut.capturedAtMs, appConsistent });
+    this.persist(d, { cutId: cut.id, firstSequence: first, capturedAtMs: cut.capturedAtMs, appConsistent, full: cut.full });
     this.emit({ event: 'cut-started', disk: name, cutId: cut.id, full: cut.full, appConsistent, estimatedBytes: cut.estimatedBytes, firstSequence: first });
 
     const storeDisk = this.storeDisk(name);
@@ -548,7 +553,7 @@ export class Agent {
         const seq = sequence++;
         if (piece.last) {
           open.lastSequence = seq;
-          this.persist(d, { cutId: cut.id, firstSequence: first, lastSequence: seq, capturedAtMs: cut.capturedAtMs, appConsistent });
+          this.persist(d, { cutId: cut.id, firstSequence: first, lastSequence: seq, capturedAtMs: cut.capturedAtMs, appConsistent, full: cut.full });
         }
         await this.slots.acquire(signal);
         await this.bucket.take(piece.dataBytes, signal);

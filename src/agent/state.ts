@@ -26,6 +26,8 @@ export interface InFlightCut {
   readonly lastSequence?: number;
   readonly capturedAtMs: number;
   readonly appConsistent: boolean;
+  /** A full compare: committing it restores continuity. */
+  readonly full: boolean;
 }
 
 export interface DiskState {
