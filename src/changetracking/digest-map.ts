@@ -13,7 +13,9 @@ import { LifeboatError } from '../core/errors.js';
  * Files in `dir` (the agent's state directory of the disk):
  * - `map.json` — `{ version: 1, chunkBytes: 4096, sizeBytes }`, replaced
  *   atomically (temp, fsync, rename, directory fsync). No map.json: no map yet
- *   (first start); every chunk is unknown.
+ *   (first start); every chunk reads as `absent` says: unknown (default), or
+ *   zero when the caller knows the replica is a new, all-zero disk (then a
+ *   first compare ships only the non-zero chunks).
  * - `digests.v1` — entry i (16 bytes) at byte 16·i, for the chunks of
  *   `sizeBytes`; bytes past them are ignored. Read and written with
  *   pread/pwrite, never held whole in memory (1 TiB of disk = 4 GiB of map).
@@ -146,12 +148,18 @@ function pendingName(cutId: string): string {
   return `${PENDING_PREFIX}${cutId}${PENDING_SUFFIX}`;
 }
 
+export interface DigestMapOptions {
+  /** What the replica is taken to hold while there is no map yet: 'unknown' (default) or 'zero' (a new, empty replica). */
+  readonly absent?: 'unknown' | 'zero';
+}
+
 export class DigestMap {
   private constructor(
     readonly dir: string,
     private readonly handle: FileHandle,
     private size: number,
     private present: boolean,
+    private readonly absentFill: number,
   ) {}
 
   /**
@@ -159,7 +167,7 @@ export class DigestMap {
    * `.tmp` files of interrupted writes are removed; sealed pending files stay
    * until applied or dropped.
    */
-  static async open(dir: string): Promise<DigestMap> {
+  static async open(dir: string, options: DigestMapOptions = {}): Promise<DigestMap> {
     try {
       await mkdir(dir, { recursive: true, mode: 0o700 });
       for (const name of await readdir(dir)) {
@@ -181,7 +189,7 @@ export class DigestMap {
         await h.close();
         return open(join(dir, MAP_FILE), 'r+');
       });
-      return new DigestMap(dir, handle, meta?.sizeBytes ?? 0, meta !== null);
+      return new DigestMap(dir, handle, meta?.sizeBytes ?? 0, meta !== null, options.absent === 'zero' ? 0 : 0xff);
     } catch (err) {
       throw trackerError(`cannot open the digest map in ${dir}`, err, { dir });
     }
@@ -201,9 +209,13 @@ export class DigestMap {
     return chunkCount(this.size);
   }
 
-  /** `count` entries from chunk `firstChunk` (16 bytes each); entries past the map are UNKNOWN_DIGEST. */
+  /**
+   * `count` entries from chunk `firstChunk` (16 bytes each); entries past the
+   * map are UNKNOWN_DIGEST, and all are the `absent` value while no map exists.
+   */
   async read(firstChunk: number, count: number): Promise<Buffer> {
     const out = Buffer.allocUnsafe(count * DIGEST_BYTES);
+    if (!this.present) return out.fill(this.absentFill);
     const known = Math.max(0, Math.min(count, this.chunkCount - firstChunk));
     let got = 0;
     if (known > 0) {
@@ -296,8 +308,9 @@ export class DigestMap {
 
   /**
    * Makes the map describe a disk of `sizeBytes`: new chunks are unknown, and a
-   * partial last chunk whose length changes becomes unknown. Durable when it
-   * returns. Idempotent (the same size is a no-op).
+   * partial last chunk whose length changes becomes unknown; the first resize
+   * of a map that did not exist fills it with the `absent` value. Durable when
+   * it returns. Idempotent (the same size is a no-op).
    */
   async resize(sizeBytes: number): Promise<void> {
     if (this.present && sizeBytes === this.size) return;
@@ -311,7 +324,7 @@ export class DigestMap {
       for (const i of unknown) await writeAllAt(this.handle, UNKNOWN_DIGEST, i * DIGEST_BYTES);
       if (newCount > oldCount) {
         // Written out, never left to ftruncate: a file's zero bytes would read as zero chunks.
-        const fill = Buffer.alloc(Math.min(newCount - oldCount, FILL_ENTRIES) * DIGEST_BYTES, 0xff);
+        const fill = Buffer.alloc(Math.min(newCount - oldCount, FILL_ENTRIES) * DIGEST_BYTES, this.present ? 0xff : this.absentFill);
         for (let i = oldCount; i < newCount; i += FILL_ENTRIES) {
           const n = Math.min(FILL_ENTRIES, newCount - i);
           await writeAllAt(this.handle, fill.subarray(0, n * DIGEST_BYTES), i * DIGEST_BYTES);
