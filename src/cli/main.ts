@@ -3,6 +3,9 @@ import { ERROR_CODES, asLifeboatError, LifeboatError } from '../core/errors.js';
 import type { Env } from './context.js';
 import { isApiCommand } from './profile.js';
 import * as accountAdd from './commands/account-add.js';
+import * as agentEnroll from './commands/agent-enroll.js';
+import * as agentRun from './commands/agent-run.js';
+import * as agentStatus from './commands/agent-status.js';
 import * as alertList from './commands/alert-list.js';
 import * as configServerList from './commands/config-server-list.js';
 import * as configServerRefresh from './commands/config-server-refresh.js';
@@ -94,6 +97,10 @@ export function buildProgram(env: Env, signals: AbortSignal): Command {
   jobShow.register(job, env);
   jobWatch.register(job, env, signals);
   alertList.register(program.command('alert').description('alerts'), env);
+  const agent = program.command('agent').description('the mobility agent on a protected machine: enroll, run, status');
+  agentEnroll.register(agent, env);
+  agentRun.register(agent, env, signals);
+  agentStatus.register(agent, env);
 
   const leaves = (c: Command): Command[] => (c.commands.length === 0 ? [c] : c.commands.flatMap(leaves));
   for (const leaf of leaves(program)) {
