@@ -18,6 +18,12 @@
  *   the same item succeeds. Jobs with open alerts must be in the input.
  * - registration-key-expiring: warning while a usable key expires within
  *   `keyExpiryWarningMs`; cleared once revoked or expired.
+ * - spool-filling: a process server's spool at `spoolWarningRatio` (80 %) of its limit
+ *   is a warning, at `spoolCriticalRatio` (95 %) critical (the severity follows the
+ *   level both ways); cleared below the warning ratio. A spool without a limit never alerts.
+ * - journal-gap: critical while the replica processor finds a gap in an item's
+ *   journal (a segment missing before present ones: points stop there); cleared
+ *   once processing finds none.
  * An alert whose subject is no longer in the input is cleared.
  */
 import type { Alert, AlertKind, AlertSeverity, ItemState, Job, RegistrationKey } from './model.js';
@@ -28,6 +34,8 @@ export interface AlertRules {
   readonly rpoClearRatio: number;
   readonly rpoCriticalRatio: number;
   readonly keyExpiryWarningMs: number;
+  readonly spoolWarningRatio: number;
+  readonly spoolCriticalRatio: number;
 }
 
 export const DEFAULT_ALERT_RULES: AlertRules = {
@@ -35,6 +43,8 @@ export const DEFAULT_ALERT_RULES: AlertRules = {
   rpoClearRatio: 0.8,
   rpoCriticalRatio: 2,
   keyExpiryWarningMs: 24 * 3600 * 1000,
+  spoolWarningRatio: 0.8,
+  spoolCriticalRatio: 0.95,
 };
 
 /** States in which the item replicates towards the recovery site, so its RPO means something. */
@@ -47,6 +57,9 @@ export interface AlertInput {
   readonly jobs: readonly Pick<Job, 'id' | 'kind' | 'itemId' | 'state' | 'createdAt' | 'error'>[];
   readonly keys: readonly Pick<RegistrationKey, 'id' | 'expiresAt' | 'revoked'>[];
   readonly open: readonly Pick<Alert, 'id' | 'kind' | 'severity' | 'subjectId'>[];
+  readonly processServers?: readonly { id: string; name: string; spoolUsedBytes: number; spoolLimitBytes: number }[];
+  /** Items whose journal has a gap, with what the processor found. */
+  readonly journalGaps?: readonly { subjectId: string; message: string }[];
 }
 
 export interface AlertDraft {
@@ -128,6 +141,31 @@ export function evaluateAlerts(input: AlertInput, rules: AlertRules = DEFAULT_AL
     if (soon && !open) {
       raise.push({ kind: 'registration-key-expiring', severity: 'warning', subjectId: k.id, message: `registration key ${k.id} expires at ${k.expiresAt}` });
     } else if (!soon && open) clear.push({ id: open.id, reason: k.revoked ? 'key revoked' : 'key expired or renewed' });
+  }
+
+  for (const ps of input.processServers ?? []) {
+    if (seen.has(key('spool-filling', ps.id))) continue;
+    seen.add(key('spool-filling', ps.id));
+    const open = openOf('spool-filling', ps.id);
+    const ratio = ps.spoolLimitBytes > 0 ? ps.spoolUsedBytes / ps.spoolLimitBytes : 0;
+    const severity: AlertSeverity | null = ratio >= rules.spoolCriticalRatio ? 'critical' : ratio >= rules.spoolWarningRatio ? 'warning' : null;
+    if (severity === null) {
+      if (open) clear.push({ id: open.id, reason: `spool back to ${Math.round(ratio * 100)} %` });
+    } else if (!open || open.severity !== severity) {
+      // Raising again with another severity updates the open alert (one per kind and subject).
+      raise.push({
+        kind: 'spool-filling',
+        severity,
+        subjectId: ps.id,
+        message: `the spool of process server ${ps.name} is ${Math.round(ratio * 100)} % full (${ps.spoolUsedBytes} of ${ps.spoolLimitBytes} bytes)`,
+      });
+    }
+  }
+
+  for (const gap of input.journalGaps ?? []) {
+    if (seen.has(key('journal-gap', gap.subjectId))) continue;
+    seen.add(key('journal-gap', gap.subjectId));
+    if (!openOf('journal-gap', gap.subjectId)) raise.push({ kind: 'journal-gap', severity: 'critical', subjectId: gap.subjectId, message: gap.message });
   }
 
   for (const a of input.open) {

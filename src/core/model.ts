@@ -156,6 +156,46 @@ export interface ReplicatedItem {
   readonly updatedAt: string;
 }
 
+/** How an agent reports one protected disk (docs/replication.md, heartbeat). */
+export type AgentDiskState = 'initial' | 'resync' | 'continuous' | 'paused' | 'error';
+
+export interface AgentDiskStatus {
+  readonly name: string;
+  readonly sizeBytes: number;
+  readonly state: AgentDiskState;
+  /** 0..100: how much of the disk the initial copy (or resync) has shipped. */
+  readonly initialPercent: number;
+  readonly ackedSequence: number;
+  readonly lagMs: number;
+  readonly lastError: string | null;
+}
+
+/**
+ * The mobility agent of one protected machine, once it enrolled. Its bearer credential
+ * and its certificate are not part of the model: the vault keeps the credential's hash
+ * and the current certificate's serial (re-enrolling replaces both).
+ */
+export interface Agent {
+  readonly id: string;
+  readonly itemId: string;
+  readonly machineId: string;
+  readonly hostname: string;
+  readonly version: string | null;
+  readonly certificateSerial: string;
+  readonly certificateNotAfter: string;
+  readonly enrolledAt: string;
+  readonly lastHeartbeatAt: string | null;
+  readonly disks: readonly AgentDiskStatus[];
+}
+
+/** What the operator sets on a replicating item besides its policy: pause and bandwidth. */
+export interface ReplicationControl {
+  readonly itemId: string;
+  readonly paused: boolean;
+  /** 0 = no limit. */
+  readonly throttleBytesPerSec: number;
+}
+
 export type JobKind =
   | 'enable-protection'
   | 'finalize-protection'
@@ -190,7 +230,7 @@ export interface Job {
   readonly initiator: string;
 }
 
-export type AlertKind = 'rpo-threshold-exceeded' | 'heartbeat-lost' | 'job-failed' | 'registration-key-expiring';
+export type AlertKind = 'rpo-threshold-exceeded' | 'heartbeat-lost' | 'job-failed' | 'registration-key-expiring' | 'spool-filling' | 'journal-gap';
 export type AlertSeverity = 'warning' | 'critical';
 
 export interface Alert {

@@ -26,9 +26,20 @@ import { DbAccounts, DbAlerts, DbJobs, DbMachines, DbReplication } from './servi
 import { SecretBox, loadOrCreateVaultKey } from './secrets/secret-box.js';
 import { registerSecret } from './secrets/redact.js';
 import { createVaultLogger, type VaultLogger } from './logging/logger.js';
+import { VaultCa, type ProcessServerTls } from './pki/ca.js';
+import { agentsRoutes } from './http/routes/agents.js';
+import { AgentService, type ProcessServerEndpoint } from './services/agents.js';
+import { VaultStores } from './services/vault-stores.js';
+import { BuiltInProcessServerReporter, VaultProcessServerBackend, type ProcessServerFigures } from './services/built-in-process-server.js';
+import { ReplicaProcessor, finalizeProtectionHandlers } from './replica/processor.js';
+import { packageRoot, packageVersion } from './jobs/agent-bundle.js';
 
 /** How often buffered heartbeats are written (RegistrationService.flushHeartbeats). */
 const HEARTBEAT_FLUSH_MS = 1000;
+/** Alerts are evaluated this often by default: RPOs are seconds. */
+const ALERT_INTERVAL_MS = 5000;
+/** Agents reach the built-in process server here unless told otherwise (docs/replication.md). */
+export const DEFAULT_PROCESS_SERVER_PORT = 9443;
 
 export interface VaultServerOptions {
   /** Holds the SQLite database (and, later, keys and spools). Created 0700 if missing. */
@@ -41,8 +52,14 @@ export interface VaultServerOptions {
   readonly now?: () => Date;
   /** Job step handlers (default: src/vault/jobs/runner.ts defaultStepHandlers) and queue poll interval. */
   readonly jobs?: { readonly handlers?: StepHandlers; readonly pollIntervalMs?: number; readonly eventsPollMs?: number };
-  /** Alert evaluation interval; default 30 s. */
+  /** Alert evaluation interval; default 5 s. */
   readonly alertIntervalMs?: number;
+  /** The replica processor (src/vault/replica): its pass interval (default 1 s), or off (tests that drive processNow). */
+  readonly replica?: { readonly tickMs?: number; readonly enabled?: boolean };
+  /** scrypt cost of the stores the vault creates (tests lower it). */
+  readonly storeScrypt?: { N: number; r: number; p: number };
+  /** Where agents reach the process server (default: the API's host, port 9443); setProcessServerEndpoint changes it. */
+  readonly processServer?: ProcessServerEndpoint;
   /**
    * Given, "Install the mobility service" push-installs over SSH with these settings
    * (src/vault/jobs/push-installer.ts; `lifeboat server` always gives it); absent, the
@@ -59,6 +76,18 @@ export interface VaultServer {
   readonly initialAdminToken: string | undefined;
   readonly repos: Repositories;
   readonly app: FastifyInstance;
+  /** The vault's stores (openVaultStore). */
+  readonly stores: VaultStores;
+  readonly agents: AgentService;
+  /** The backend of a process server running in this process (src/process-server's ProcessServerBackend, structurally). */
+  readonly processServerBackend: VaultProcessServerBackend;
+  readonly replica: ReplicaProcessor;
+  /** A fresh key and certificate for the process server, with `sans` as its addresses, and the CA agents trust. */
+  processServerTls(sans: readonly string[]): Promise<ProcessServerTls>;
+  /** Where agents reach the process server from now on (enrollment answers and AgentConfig). */
+  setProcessServerEndpoint(endpoint: ProcessServerEndpoint): void;
+  /** Records the built-in process server's figures (database rows, /metrics); `address` is host:port. */
+  reportProcessServer(figures: ProcessServerFigures, address: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -85,6 +114,21 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
     // Push-account secrets are sealed with the vault key (a file next to the database, 0600).
     const secretBox = new SecretBox(await loadOrCreateVaultKey(join(options.dataDir, 'vault.key')));
     const registration = new RegistrationService(repos, secretBox, now);
+    const ca = await VaultCa.loadOrCreate(join(options.dataDir, 'pki'), secretBox, now);
+    const stores = new VaultStores(repos, secretBox, options.storeScrypt ? { scrypt: options.storeScrypt } : {});
+    const defaultHost = options.host === '0.0.0.0' || options.host === '::' ? '127.0.0.1' : options.host;
+    let endpoint: ProcessServerEndpoint = options.processServer ?? { host: defaultHost, port: DEFAULT_PROCESS_SERVER_PORT, serverName: defaultHost };
+    const agents = new AgentService(repos, async () => ca, now, () => endpoint);
+    const backend = new VaultProcessServerBackend(agents, stores);
+    const reporter = new BuiltInProcessServerReporter(repos, now, await packageVersion(await packageRoot()).catch(() => '0.0.0'));
+    const replica = new ReplicaProcessor({
+      repos,
+      stores,
+      now,
+      logger,
+      ...(options.replica?.tickMs === undefined ? {} : { tickMs: options.replica.tickMs }),
+    });
+    const audit = async (entry: Parameters<typeof repos.auditLog.append>[0]): Promise<void> => void (await repos.auditLog.append(entry));
     const app = await buildApi({
       now,
       logger,
@@ -95,16 +139,20 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
         if (found) return { kind: 'token', id: found.token.id, role: found.user.role, userId: found.user.id };
         // A configuration server's credential opens `caller: 'server'` routes only (route.ts), with the least role.
         const server = await registration.authenticateServer(bearer);
-        return server && { kind: 'server', id: server.id, role: 'reader' };
+        if (server) return { kind: 'server', id: server.id, role: 'reader' };
+        // An agent's credential opens `caller: 'agent'` routes only.
+        const agent = await agents.authenticate(bearer);
+        return agent && { kind: 'agent', id: agent.id, role: 'reader' };
       },
       audit: async (entry) => {
         await repos.auditLog.append(entry);
       },
       ready: () => true,
+      extraMetrics: () => reporter.metrics(),
       routes: [
         usersRoutes(users),
         tokensRoutes(tokens, now),
-        vaultsRoutes(new DbVaults(repos)),
+        vaultsRoutes(new DbVaults(repos, stores)),
         policiesRoutes(new DbPolicies(repos)),
         machinesRoutes(new DbMachines(repos)),
         accountsRoutes(new DbAccounts(repos, secretBox)),
@@ -114,28 +162,44 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
         registrationKeysRoutes(registration),
         configServersRoutes(registration, async (entry) => void (await repos.auditLog.append(entry)), now),
         vaultCheckRoutes(new VaultChecks(repos, now)),
+        agentsRoutes(agents, audit, now),
       ],
     });
     // The URL written into agent.env; with port 0 it is known only once the API listens.
     let listenUrl = options.port === 0 ? undefined : `http://${options.host.includes(':') ? `[${options.host}]` : options.host}:${options.port}`;
     const installer =
       options.pushInstall &&
-      new PushMobilityInstaller({ repos, accounts: new DbAccounts(repos, secretBox), now, vaultUrl: () => listenUrl, settings: options.pushInstall });
+      new PushMobilityInstaller({
+        repos,
+        accounts: new DbAccounts(repos, secretBox),
+        now,
+        vaultUrl: () => listenUrl,
+        settings: options.pushInstall,
+        enrollmentToken: async (itemId) => (await agents.createEnrollmentToken(itemId)).token,
+      });
+    const finalize = finalizeProtectionHandlers(stores);
     // Jobs left running by the previous process are resumed or failed before the API answers.
     const runner = new JobRunner({
       repos,
       now,
       onError: (err) => logger.error({ err }, 'job runner failed'),
-      ...(options.jobs?.handlers ? { handlers: options.jobs.handlers } : installer ? { handlers: defaultStepHandlers(installer) } : {}),
+      handlers: options.jobs?.handlers ?? { ...defaultStepHandlers(installer ?? undefined), 'finalize-protection': finalize },
       ...(options.jobs?.pollIntervalMs ? { pollIntervalMs: options.jobs.pollIntervalMs } : {}),
     });
     await runner.start();
-    const alerts = new AlertEvaluator({ repos, now, onError: (err) => logger.error({ err }, 'alert evaluation failed'), ...(options.alertIntervalMs ? { intervalMs: options.alertIntervalMs } : {}) });
+    const alerts = new AlertEvaluator({
+      repos,
+      now,
+      onError: (err) => logger.error({ err }, 'alert evaluation failed'),
+      intervalMs: options.alertIntervalMs ?? ALERT_INTERVAL_MS,
+      journalGaps: () => replica.journalGaps(),
+    });
     alerts.start();
+    if (options.replica?.enabled !== false) replica.start();
     try {
       await app.listen({ host: options.host, port: options.port });
     } catch (err) {
-      await Promise.all([runner.stop(), alerts.stop()]);
+      await Promise.all([runner.stop(), alerts.stop(), replica.stop()]);
       throw err;
     }
     const address = app.server.address();
@@ -152,9 +216,18 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
       initialAdminToken,
       repos,
       app,
+      stores,
+      agents,
+      processServerBackend: backend,
+      replica,
+      processServerTls: (sans) => ca.issueProcessServerCertificate(sans),
+      setProcessServerEndpoint: (next) => {
+        endpoint = next;
+      },
+      reportProcessServer: (figures, address) => reporter.report(figures, address),
       close: async () => {
         clearInterval(heartbeatFlush);
-        await Promise.all([runner.stop(), alerts.stop()]);
+        await Promise.all([runner.stop(), alerts.stop(), replica.stop()]);
         await app.close();
         await registration.flushHeartbeats();
         await db.close();

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { Vault } from '../../core/model.js';
 import { connect } from '../api-client.js';
-import { emit, type Env } from '../context.js';
+import { emit, secret, type Env } from '../context.js';
 import { apiCommand, type ApiFlags } from '../profile.js';
 import { fields } from '../table.js';
 
@@ -21,9 +21,31 @@ export function register(parent: Command, env: Env): void {
     .requiredOption('--location <location>', 'where the vault is (region or site name)')
     .requiredOption('--store <url>', 'target store URL: file:///path, azblob://account/container, s3://bucket/prefix')
     .option('--recovery-network <network>', 'the network failed-over machines join')
-    .action(async (name: string, opts: ApiFlags & { location: string; store: string; recoveryNetwork?: string }) => {
-      const body = { name, location: opts.location, storeUrl: opts.store, ...(opts.recoveryNetwork ? { recoveryNetwork: opts.recoveryNetwork } : {}) };
-      const vault = await connect(opts, env).post<Vault>('/api/v1/vaults', body);
-      emit(opts, env, vault, `created vault ${vault.name}\n${vaultFields(vault)}`);
+    .option(
+      '--passphrase-file <file>',
+      'the store passphrase, first line of this file: the vault keeps it sealed and initialises the store if it has none (replication needs it)',
+    )
+    .action(async (name: string, opts: ApiFlags & { location: string; store: string; recoveryNetwork?: string; passphraseFile?: string }) => {
+      const body = {
+        name,
+        location: opts.location,
+        storeUrl: opts.store,
+        ...(opts.recoveryNetwork ? { recoveryNetwork: opts.recoveryNetwork } : {}),
+        ...(opts.passphraseFile ? { storePassphrase: secret({ passphraseFile: opts.passphraseFile }, env) } : {}),
+      };
+      const vault = await connect(opts, env).post<Vault & { storeRecoveryKey?: string }>('/api/v1/vaults', body);
+      const { storeRecoveryKey, ...shown } = vault;
+      emit(
+        opts,
+        env,
+        vault,
+        [
+          `created vault ${vault.name}`,
+          vaultFields(shown),
+          ...(storeRecoveryKey
+            ? ['', 'The vault created the store. Recovery key (opens the store if the passphrase is lost; shown only now, keep it offline):', `  ${storeRecoveryKey}`]
+            : []),
+        ].join('\n'),
+      );
     });
 }

@@ -208,8 +208,46 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_log_actor ON audit_log (actor, id);
 `;
 
+/**
+ * Replication (docs/replication.md): one-time enrollment tokens (hash only), the agent
+ * of each protected item (credential hash and current certificate serial), and the
+ * operator's pause and throttle per item.
+ */
+const replication = `
+CREATE TABLE enrollment_tokens (
+  id TEXT PRIMARY KEY,
+  item_id TEXT NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+  secret_hash TEXT NOT NULL UNIQUE,
+  created_at TEXT NOT NULL,
+  expires_at TEXT NOT NULL,
+  used_at TEXT
+);
+CREATE INDEX enrollment_tokens_item ON enrollment_tokens (item_id);
+
+CREATE TABLE agents (
+  id TEXT PRIMARY KEY,
+  item_id TEXT NOT NULL UNIQUE REFERENCES items (id) ON DELETE CASCADE,
+  machine_id TEXT NOT NULL UNIQUE,
+  hostname TEXT NOT NULL,
+  version TEXT,
+  certificate_serial TEXT NOT NULL,
+  certificate_not_after TEXT NOT NULL,
+  enrolled_at TEXT NOT NULL,
+  last_heartbeat_at TEXT,
+  disks TEXT NOT NULL,
+  credential_hash TEXT NOT NULL UNIQUE
+);
+
+CREATE TABLE replication_controls (
+  id TEXT PRIMARY KEY REFERENCES items (id) ON DELETE CASCADE,
+  paused INTEGER NOT NULL DEFAULT 0 CHECK (paused IN (0, 1)),
+  throttle_bytes_per_sec BIGINT NOT NULL DEFAULT 0
+);
+`;
+
 export const MIGRATIONS: readonly Migration[] = [
   { id: 1, name: 'initial control-plane schema', sql: { sqlite: initial('sqlite'), postgres: initial('postgres') } },
+  { id: 2, name: 'replication: enrollment tokens, agents, pause and throttle', sql: replication },
 ];
 
 /** The schema version this code writes and understands. */

@@ -41,14 +41,16 @@ export function installAuth(app: FastifyInstance, deps: ApiDeps): void {
 }
 
 /**
- * Server credentials open server routes only, and user credentials never open them:
- * a stolen server credential cannot read or change configuration, and a user token
- * cannot pose as a server. FORBIDDEN naming both sides otherwise.
+ * Server credentials open server routes only, agent credentials agent routes only, and
+ * user credentials neither: a stolen server or agent credential cannot read or change
+ * configuration, and a user token cannot pose as a server or an agent. FORBIDDEN naming
+ * both sides otherwise.
  */
 export function checkCaller(principal: Principal, caller: Caller, routeId: string): void {
-  const isServer = principal.kind === 'server';
-  if (isServer === (caller === 'server')) return;
-  throw new LifeboatError('FORBIDDEN', `${principal.kind} ${principal.id} may not call ${routeId}: it is for ${caller === 'server' ? 'registered servers' : 'users'} only`, {
+  const kind: Caller = principal.kind === 'server' ? 'server' : principal.kind === 'agent' ? 'agent' : 'user';
+  if (kind === caller) return;
+  const who = caller === 'server' ? 'registered servers' : caller === 'agent' ? 'enrolled agents' : 'users';
+  throw new LifeboatError('FORBIDDEN', `${principal.kind} ${principal.id} may not call ${routeId}: it is for ${who} only`, {
     details: { principal: `${principal.kind}:${principal.id}`, route: routeId, caller },
   });
 }

@@ -30,7 +30,7 @@ export interface RouteSpec<P = unknown, Q = unknown, B = unknown> {
   /** Full path, e.g. "/api/v1/policies/:id". */
   readonly url: string;
   readonly permission: Permission;
-  /** Who may call: 'user' (default: users and their API tokens) or 'server' (registered servers' credentials only). */
+  /** Who may call: 'user' (default: users and their API tokens), 'server' (registered servers' credentials only) or 'agent' (enrolled agents' credentials only). */
   readonly caller?: Caller;
   /**
    * For the few routes whose credential is in the body (registering a configuration
@@ -129,7 +129,9 @@ export function route<P = unknown, Q = unknown, B = unknown>(app: FastifyInstanc
       description:
         caller === 'server'
           ? `Registered servers only (${spec.authenticate ? 'credential in the body' : 'server credential as bearer token'}); requires the \`${spec.permission}\` permission.`
-          : `Requires the \`${spec.permission}\` permission.`,
+          : caller === 'agent'
+            ? `Enrolled agents only (${spec.authenticate ? 'enrollment token in the body' : 'agent credential as bearer token'}).`
+            : `Requires the \`${spec.permission}\` permission.`,
       tags: spec.tags ? [...spec.tags] : undefined,
       params,
       querystring,

@@ -84,7 +84,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     schema: {},
     handler: async (_request, _principal, reply) => {
       reply.type('text/plain; version=0.0.4; charset=utf-8');
-      return metrics.render();
+      return metrics.render() + (deps.extraMetrics?.() ?? '');
     },
   });
 

@@ -4,10 +4,12 @@ import type { Principal as CorePrincipal } from '../../core/roles.js';
 import type { Permission } from './permissions.js';
 
 /**
- * Who is calling: a user (session), an API token acting for a user, or a registered
- * server. `id` (user, token or server id) is what the audit log records as the actor.
+ * Who is calling: a user (session), an API token acting for a user, a registered
+ * server, or an enrolled agent. `id` (user, token, server or agent id) is what the
+ * audit log records as the actor.
  */
-export interface Principal extends CorePrincipal {
+export interface Principal extends Omit<CorePrincipal, 'kind'> {
+  readonly kind: CorePrincipal['kind'] | 'agent';
   /** For tokens: the user the token acts for. */
   readonly userId?: string;
 }
@@ -38,6 +40,8 @@ export interface ApiDeps {
   routes: readonly RouteModule[];
   /** Largest accepted request body; default 1 MiB. */
   bodyLimitBytes?: number;
+  /** More Prometheus text appended to /metrics (e.g. the built-in process server's figures). */
+  extraMetrics?(): string;
 }
 
 /** What a route module gets besides the app: the clock. Services are closed over by the module. */
@@ -51,8 +55,8 @@ export interface RouteModule {
   register(app: FastifyInstance, ctx: RouteContext): void;
 }
 
-/** Who may call a route: users (and their tokens), or registered servers. Never both. */
-export type Caller = 'user' | 'server';
+/** Who may call a route: users (and their tokens), registered servers, or enrolled agents. Never two of them. */
+export type Caller = 'user' | 'server' | 'agent';
 
 /** Per-route configuration that the global hooks read (set by `route()` or by the built-in public routes). */
 export interface LifeboatRouteConfig {

@@ -8,8 +8,9 @@ import { LifeboatError } from '../../core/errors.js';
  * The directory push install copies to a machine. Until the agent exists (a later
  * milestone) it is the installed Lifeboat package's runtime files — package.json,
  * bin/ and dist/, without node_modules — or the contents of a configured bundle
- * directory, plus `agent.env`: where the vault is and which machine this is. It
- * carries no credential: the agent will be issued its own at registration.
+ * directory, plus `agent.env` (mode 0600): where the vault is, which machine this is,
+ * and the one-time enrollment token the agent enrolls with (docs/replication.md); the
+ * agent is issued its own certificate and credential at enrollment.
  */
 
 /** What `agent.env` says; values are single-quoted for a POSIX shell. */
@@ -20,18 +21,21 @@ export interface AgentEnv {
   readonly machineId: string;
   readonly machineName: string;
   readonly itemId: string;
+  /** One-time, 24 h (AgentService.createEnrollmentToken). */
+  readonly enrollmentToken?: string;
 }
 
 export function agentEnvText(env: AgentEnv): string {
   const q = (text: string): string => `'${text.replace(/'/g, `'\\''`)}'`;
   return [
-    '# Written by the Lifeboat vault at push install. No secrets: the agent registers with the vault for its own credential.',
+    '# Written by the Lifeboat vault at push install (mode 0600): the enrollment token is used once, to enroll the agent.',
     `LIFEBOAT_VAULT_URL=${q(env.vaultUrl)}`,
     `LIFEBOAT_VAULT_ID=${q(env.vaultId)}`,
     `LIFEBOAT_CONFIG_SERVER_ID=${q(env.configServerId)}`,
     `LIFEBOAT_MACHINE_ID=${q(env.machineId)}`,
     `LIFEBOAT_MACHINE_NAME=${q(env.machineName)}`,
     `LIFEBOAT_ITEM_ID=${q(env.itemId)}`,
+    ...(env.enrollmentToken === undefined ? [] : [`LIFEBOAT_ENROLLMENT_TOKEN=${q(env.enrollmentToken)}`]),
     '',
   ].join('\n');
 }
@@ -81,8 +85,8 @@ export async function assembleAgentBundle(options: { bundleDir?: string; env: Ag
         await cp(join(root, part), join(dir, part), { recursive: true, verbatimSymlinks: true });
       }
     }
-    await writeFile(join(dir, 'agent.env'), agentEnvText(options.env), { mode: 0o644 });
-    await chmod(join(dir, 'agent.env'), 0o644);
+    await writeFile(join(dir, 'agent.env'), agentEnvText(options.env), { mode: 0o600 });
+    await chmod(join(dir, 'agent.env'), 0o600);
     return { dir, cleanup };
   } catch (err) {
     await cleanup();

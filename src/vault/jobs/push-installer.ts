@@ -34,7 +34,7 @@ export interface PushInstallSettings {
   readonly remoteDir?: string;
   /** Where the default start command writes `agent-installed`; default /var/lib/lifeboat. */
   readonly stateDir?: string;
-  /** Replaces the default start command (which records the install; no agent runs yet). It must return promptly. */
+  /** Replaces the default start command (which records the install and starts the agent in the background). It must return promptly. */
   readonly startCommand?: string;
   readonly connectTimeoutMs?: number;
   readonly timeoutMs?: number;
@@ -75,18 +75,23 @@ function q(text: string): string {
 }
 
 /**
- * The default start command: there is no `lifeboat agent` yet, so it does not pretend
- * one runs. It writes `<stateDir>/agent-installed` (version, install time, machine id,
- * install directory) atomically, a record that can be checked on the machine. It runs
- * in the foreground and returns at once.
+ * The default start command. It writes `<stateDir>/agent-installed` (version, install
+ * time, machine id, install directory) atomically, a record that can be checked on the
+ * machine, then starts `lifeboat agent run --env-file <remoteDir>/agent.env --state-dir
+ * <stateDir>` (the bundle's bin/lifeboat.js under node) in the background (nohup, output appended to `<stateDir>/agent.log`), so it
+ * returns at once. A running agent of an earlier install is stopped first (its pid file).
  */
 export function defaultStartCommand(o: { stateDir: string; version: string; machineId: string; remoteDir: string }): string {
   const file = `${o.stateDir}/agent-installed`;
+  const pidFile = `${o.stateDir}/agent.pid`;
+  const run = `node ${q(`${o.remoteDir}/bin/lifeboat.js`)} agent run --env-file ${q(`${o.remoteDir}/agent.env`)} --state-dir ${q(o.stateDir)}`;
   return (
     `set -e; mkdir -p -- ${q(o.stateDir)}; ` +
-    `printf 'version=%s\\ninstalledAt=%s\\nmachineId=%s\\nremoteDir=%s\\nagent=not-running (the Lifeboat agent arrives in a later release)\\n' ` +
+    `printf 'version=%s\\ninstalledAt=%s\\nmachineId=%s\\nremoteDir=%s\\nagent=started\\n' ` +
     `${q(o.version)} "$(date -u +%Y-%m-%dT%H:%M:%SZ)" ${q(o.machineId)} ${q(o.remoteDir)} > ${q(`${file}.tmp`)}; ` +
-    `mv -f -- ${q(`${file}.tmp`)} ${q(file)}`
+    `mv -f -- ${q(`${file}.tmp`)} ${q(file)}; ` +
+    `if [ -f ${q(pidFile)} ]; then kill "$(cat ${q(pidFile)})" 2>/dev/null || true; fi; ` +
+    `nohup sh -c ${q(`exec ${run}`)} >> ${q(`${o.stateDir}/agent.log`)} 2>&1 < /dev/null & echo $! > ${q(pidFile)}`
   );
 }
 
@@ -99,6 +104,8 @@ export class PushMobilityInstaller implements MobilityInstaller {
       /** The vault URL for agent.env; undefined until the server listens (port 0). */
       readonly vaultUrl: () => string | undefined;
       readonly settings?: PushInstallSettings;
+      /** A fresh one-time enrollment token for the item's agent, written into agent.env. */
+      readonly enrollmentToken?: (itemId: string) => Promise<string>;
     },
   ) {}
 
@@ -120,9 +127,19 @@ export class PushMobilityInstaller implements MobilityInstaller {
     const hostKey: HostKeyPolicy = pinned ? { sha256: pinned.sha256 } : 'accept-new';
     const remoteDir = s.remoteDir ?? DEFAULT_REMOTE_DIR;
     const version = await packageVersion(await packageRoot());
+    const enrollmentToken = this.deps.enrollmentToken ? await this.deps.enrollmentToken(item.id) : undefined;
+    registerSecret(enrollmentToken);
     const bundle = await assembleAgentBundle({
       ...(s.bundleDir === undefined ? {} : { bundleDir: s.bundleDir }),
-      env: { vaultUrl, vaultId: item.vaultId, configServerId: machine.configServerId, machineId: machine.id, machineName: machine.name, itemId: item.id },
+      env: {
+        vaultUrl,
+        vaultId: item.vaultId,
+        configServerId: machine.configServerId,
+        machineId: machine.id,
+        machineName: machine.name,
+        itemId: item.id,
+        ...(enrollmentToken === undefined ? {} : { enrollmentToken }),
+      },
     });
 
     // onProgress is synchronous; database writes are chained so they land in order.

@@ -7,6 +7,7 @@ import { checkOsSupport } from '../../core/os-support.js';
 import type { Repositories } from '../db/repositories/index.js';
 import { enableParamsKey, type EnableParams } from '../services/replication-services.js';
 import { persistJob } from './job-store.js';
+import { noPassphrase, storePassphraseKey } from '../services/vault-stores.js';
 
 /**
  * The vault's job runner: picks queued jobs oldest first, runs their steps one
@@ -88,6 +89,8 @@ export function enableProtectionHandlers(installer: MobilityInstaller): Readonly
       const { item } = await enableContext(ctx);
       const vault = await ctx.repos.vaults.get(item.vaultId);
       if (!vault.storeUrl) throw new LifeboatError('CONFIG_INVALID', `vault ${vault.name} has no target store`);
+      // Replication writes the vault's store: without its passphrase nothing could be stored.
+      if (typeof (await ctx.repos.settings.get(storePassphraseKey(vault.id))) !== 'string') throw noPassphrase(vault.name);
     },
     'Install the mobility service': async (ctx) => {
       const { item, machine, account } = await enableContext(ctx);

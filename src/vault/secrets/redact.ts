@@ -34,8 +34,8 @@ const TEXT_PATTERNS: readonly [RegExp, string][] = [
   [/\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+/gi, `$1 ${REDACTED}`],
   [/\b(password|passwd|pwd|secret|token|passphrase|api[_-]?key|access[_-]?key|account[_-]?key|sig|client[_-]?secret)(\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s;&,"']+)/gi, `$1$2${REDACTED}`],
   [/(\b[a-z][a-z0-9+.-]*:\/\/[^\s/:@]*:)[^\s/@]+@/gi, `$1${REDACTED}@`],
-  // Lifeboat's own credentials have a shape: API tokens, server credentials, registration keys.
-  [/\b(lbt|lbs)_[A-Za-z0-9_-]{16,}/g, REDACTED],
+  // Lifeboat's own credentials have a shape: API tokens, server and agent credentials, enrollment tokens, registration keys.
+  [/\b(lbt|lbs|lba|lbe)_[A-Za-z0-9_-]{16,}/g, REDACTED],
   [/\blbrk1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+/g, REDACTED],
 ];
 

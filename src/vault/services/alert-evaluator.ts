@@ -20,6 +20,8 @@ export class AlertEvaluator {
       readonly rules?: AlertRules;
       /** Default 30 s. */
       readonly intervalMs?: number;
+      /** Items whose journal has a gap (the replica processor's journalGaps()). */
+      readonly journalGaps?: () => readonly { subjectId: string; message: string }[];
       readonly onError?: (err: unknown) => void;
     },
   ) {}
@@ -41,7 +43,9 @@ export class AlertEvaluator {
     const jobs = await repos.jobs.list();
     const keys = await repos.registrationKeys.list();
     const open = await repos.alerts.list({ open: true });
-    const decision = evaluateAlerts({ now: at, items, servers: configServers, jobs, keys, open }, this.options.rules ?? DEFAULT_ALERT_RULES);
+    const processServers = await repos.processServers.list();
+    const journalGaps = this.options.journalGaps?.() ?? [];
+    const decision = evaluateAlerts({ now: at, items, servers: configServers, jobs, keys, open, processServers, journalGaps }, this.options.rules ?? DEFAULT_ALERT_RULES);
     const byId = new Map(open.map((a) => [a.id, a]));
     await repos.db.transaction(async () => {
       for (const c of decision.clear) {

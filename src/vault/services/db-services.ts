@@ -4,7 +4,8 @@ import type { ApiToken, ReplicationPolicy, Role, User, Vault } from '../../core/
 import { validatePolicy } from '../../core/policy.js';
 import type { Repositories } from '../db/repositories/index.js';
 import type { Page, PageRequest, PolicyInput, PolicyPatch, PolicyService, TokenService, UserService } from '../http/services.js';
-import type { VaultService } from '../http/routes/vaults.js';
+import type { VaultInput, VaultService } from '../http/routes/vaults.js';
+import type { VaultStores } from './vault-stores.js';
 import { paginate } from '../http/paging.js';
 
 /**
@@ -99,7 +100,11 @@ export class DbPolicies implements PolicyService {
 
 
 export class DbVaults implements VaultService {
-  constructor(private readonly repos: Repositories) {}
+  constructor(
+    private readonly repos: Repositories,
+    /** Given, vaults may be created with a store passphrase (replication needs one). */
+    private readonly stores?: VaultStores,
+  ) {}
 
   async list(page: PageRequest): Promise<Page<Vault>> {
     return paginate(await this.repos.vaults.list(), page);
@@ -109,9 +114,28 @@ export class DbVaults implements VaultService {
     return this.repos.vaults.get(id);
   }
 
-  create(input: { name: string; location: string; storeUrl: string; recoveryNetwork?: string | null }): Promise<Vault> {
+  /**
+   * With `storePassphrase`, the store at storeUrl is initialised first (or, already
+   * there, must open with it), then the vault row and its sealed passphrase are written
+   * in one transaction. The answer carries the store's recovery key when this call
+   * created the store: shown once, never kept.
+   */
+  async create(input: VaultInput): Promise<Vault & { storeRecoveryKey?: string }> {
     checkStoreUrlHasNoSecret(input.storeUrl);
-    return this.repos.vaults.create(input);
+    const { storePassphrase, ...fields } = input;
+    if (storePassphrase === undefined) return this.repos.vaults.create(fields);
+    const stores = this.stores;
+    if (!stores) throw new LifeboatError('CONFIG_INVALID', 'this vault server does not keep store passphrases');
+    if (await this.repos.vaults.findByName(fields.name)) {
+      throw new LifeboatError('CONFLICT', `vault: a vault named ${fields.name} already exists`, { retryable: false, details: { name: fields.name } });
+    }
+    const { recoveryKey } = await stores.prepareStore(fields.storeUrl, storePassphrase);
+    const vault = await this.repos.db.transaction(async () => {
+      const created = await this.repos.vaults.create(fields);
+      await stores.remember(created.id, storePassphrase);
+      return created;
+    });
+    return recoveryKey === undefined ? vault : { ...vault, storeRecoveryKey: recoveryKey };
   }
 }
 

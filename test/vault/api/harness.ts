@@ -3,7 +3,10 @@
  * with its logger writing debug-level JSON lines into memory, for the canary,
  * role-matrix and fuzz tests.
  */
+import 'reflect-metadata';
+import { webcrypto } from 'node:crypto';
 import { join } from 'node:path';
+import * as x509 from '@peculiar/x509';
 import { ROLES, type Role } from '../../../src/core/model.js';
 import { createVaultLogger } from '../../../src/vault/logging/logger.js';
 import { DbTokens } from '../../../src/vault/services/db-services.js';
@@ -30,8 +33,32 @@ export interface LiveVault {
   tokensByRole(): Promise<Record<Role, string>>;
   /** A vault, a registration key and a registered configuration server (its credential). */
   registerServer(): Promise<{ vaultId: string; serverId: string; credential: string; registrationKey: string; registrationResponse: string }>;
+  /**
+   * A protected machine with an enrolled agent, made through the API where the API
+   * makes it (enrollment token, enrollment with a real CSR) and through the
+   * repositories for the rest: its item is in initial replication.
+   */
+  enrollAgent(server: { vaultId: string; serverId: string }, disks?: { name: string; sizeBytes: number }[]): Promise<EnrolledAgent>;
   /** Closes the vault, lets `inspect` read its data directory (database, key file), then deletes it. */
   stop(inspect?: (dataDir: string) => void): Promise<void>;
+}
+
+export interface EnrolledAgent {
+  itemId: string;
+  machineId: string;
+  credential: string;
+  certificatePem: string;
+  keyPem: string;
+  enrollResponse: string;
+  token: string;
+}
+
+/** An agent's key pair and a CSR for it (what the agent makes; its key never leaves it). */
+export async function agentCsr(subject = 'CN=agent-self-chosen'): Promise<{ csrPem: string; keyPem: string }> {
+  const keys = (await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: subject, keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } });
+  const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)).toString('base64');
+  return { csrPem: csr.toString('pem'), keyPem: `-----BEGIN PRIVATE KEY-----\n${pkcs8}\n-----END PRIVATE KEY-----\n` };
 }
 
 export async function startLiveVault(prefix: string): Promise<LiveVault> {
@@ -98,6 +125,42 @@ export async function startLiveVault(prefix: string): Promise<LiveVault> {
       if (reg.status !== 201) throw new Error(reg.text);
       const serverId = String((reg.json.server as { id: string }).id);
       return { vaultId, serverId, credential: String(reg.json.credential), registrationKey, registrationResponse: reg.text };
+    },
+    enrollAgent: async ({ vaultId, serverId }, disks = [{ name: 'sda', sizeBytes: 1 << 20 }]) => {
+      const repos = server.repos;
+      const suffix = Math.random().toString(36).slice(2, 8);
+      const machine = await repos.machines.create({ configServerId: serverId, name: `m-${suffix}`, privateIp: '10.0.0.7', os: 'debian-12', kernel: null, supported: true, supportReason: null });
+      const policy = await repos.policies.create({ vaultId, name: `p-${suffix}`, rpoThresholdSeconds: 60, retentionHours: 24, appConsistentFrequencyMinutes: 60, crashConsistentFrequencySeconds: 30 });
+      const item = await repos.items.create({
+        vaultId,
+        machineId: machine.id,
+        policyId: policy.id,
+        state: 'initial-replication',
+        compute: { targetName: machine.name, size: 'small', network: null, subnet: null, ip: null },
+        disks: [],
+      });
+      await repos.items.update(item.id, { generation: 1 });
+      const tokenRes = await call('POST', `/api/v1/items/${item.id}/enrollment-token`, ownerToken, {});
+      if (tokenRes.status !== 201) throw new Error(tokenRes.text);
+      const token = String(tokenRes.json.token);
+      const { csrPem, keyPem } = await agentCsr();
+      const enroll = await call('POST', '/api/v1/agents/enroll', undefined, {
+        itemId: item.id,
+        token,
+        csrPem,
+        hostname: machine.name,
+        disks: disks.map((d) => ({ ...d, tracker: 'scan' })),
+      });
+      if (enroll.status !== 201) throw new Error(enroll.text);
+      return {
+        itemId: item.id,
+        machineId: machine.id,
+        credential: String(enroll.json.credential),
+        certificatePem: String(enroll.json.certificatePem),
+        keyPem,
+        enrollResponse: enroll.text,
+        token,
+      };
     },
     stop: async (inspect) => {
       if (stopped) return;

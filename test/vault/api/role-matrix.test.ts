@@ -2,7 +2,8 @@
  * Role x endpoint matrix over every route of the real assembled vault
  * (startVaultServer): no caller without a credential gets anywhere; each role
  * passes authorization exactly where the permission table allows; server
- * credentials open server routes only and user tokens never open them.
+ * credentials open server routes only, agent credentials agent routes only, and
+ * user tokens neither.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -10,18 +11,20 @@ import type { LightMyRequestResponse } from 'fastify';
 import { ROLES, type Role } from '../../../src/core/model.js';
 import { roleAllows } from '../../../src/vault/http/permissions.js';
 import { declaredRoutes, type DeclaredRoute } from '../../../src/vault/http/route.js';
-import { concretePath, startLiveVault, type LiveVault } from './harness.js';
+import { concretePath, startLiveVault, type EnrolledAgent, type LiveVault } from './harness.js';
 
 describe('role x endpoint matrix on the assembled vault', () => {
   let v: LiveVault;
   let tokens: Record<Role, string>;
-  let server: { serverId: string; credential: string };
+  let server: { vaultId: string; serverId: string; credential: string };
+  let agent: EnrolledAgent;
   let routes: readonly DeclaredRoute[];
 
   before(async () => {
     v = await startLiveVault('matrix');
     tokens = await v.tokensByRole();
     server = await v.registerServer();
+    agent = await v.enrollAgent(server);
     routes = declaredRoutes(v.server.app);
   });
   after(async () => v.stop());
@@ -53,7 +56,18 @@ describe('role x endpoint matrix on the assembled vault', () => {
 
   it('refuses every route without a valid credential with 401', async () => {
     for (const r of routes) {
-      for (const authorization of [undefined, 'Bearer lbt_nope', 'Bearer lbs_nope', 'Basic dXNlcjpwYXNz']) {
+      for (const authorization of [undefined, 'Bearer lbt_nope', 'Bearer lbs_nope', `Bearer lba_${'n'.repeat(43)}`, 'Basic dXNlcjpwYXNz']) {
+        if (!r.bearer && r.id === 'agents.enroll') {
+          // Enrollment is authenticated by the one-time token in its body: a forged token is the missing credential.
+          const res = await v.server.app.inject({
+            method: r.method,
+            url: r.url,
+            headers: authorization ? { authorization } : {},
+            payload: { itemId: agent.itemId, token: `lbe_${'x'.repeat(43)}`, csrPem: 'x', hostname: 'h', disks: [{ name: 'sda', sizeBytes: 1, tracker: 'scan' }] },
+          });
+          problem(res, 401, 'ENROLLMENT_INVALID', `${r.id} with a forged token`);
+          continue;
+        }
         if (!r.bearer) {
           // Registration is authenticated by the key in its body: a forged key is the missing credential.
           const res = await v.server.app.inject({
@@ -89,8 +103,23 @@ describe('role x endpoint matrix on the assembled vault', () => {
     assert.ok(cells >= 25 * ROLES.length, `${cells} cells`);
   });
 
+  it('an agent credential opens agent routes only', async () => {
+    for (const r of routes) {
+      if (!r.bearer) continue;
+      const res = await send(r, `Bearer ${agent.credential}`);
+      if (r.caller === 'agent') assert.ok(res.statusCode !== 401 && res.statusCode !== 403, `agent credential on ${r.id}: ${res.statusCode} ${res.body}`);
+      else problem(res, 403, 'FORBIDDEN', `agent credential on ${r.id}`);
+    }
+  });
+
   it('a server credential opens server routes only; a user token never opens them', async () => {
     for (const r of routes) {
+      if (r.caller === 'agent') {
+        if (!r.bearer) continue; // enrollment: no bearer token at all (covered above)
+        problem(await send(r, `Bearer ${server.credential}`), 403, 'FORBIDDEN', `server credential on ${r.id}`);
+        for (const role of ROLES) problem(await send(r, `Bearer ${tokens[role]}`), 403, 'FORBIDDEN', `${role} token on ${r.id}`);
+        continue;
+      }
       if (r.caller === 'user') {
         problem(await send(r, `Bearer ${server.credential}`), 403, 'FORBIDDEN', `server credential on ${r.id}`);
         continue;

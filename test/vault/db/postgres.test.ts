@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { isLifeboatError } from '../../../src/core/errors.js';
 import { openDatabase } from '../../../src/vault/db/open.js';
+import { MIGRATIONS } from '../../../src/vault/db/migrations.js';
 import { startPostgres, type RunningPostgres } from '../../helpers/postgres.js';
 import { expectCode, persistenceSuite } from './suite.js';
 
@@ -40,7 +41,7 @@ describe('vault database: postgresql specifics', () => {
     const url = await running().createDatabase('race');
     const dbs = await Promise.all([openDatabase(url), openDatabase(url), openDatabase(url)]);
     try {
-      assert.equal((await dbs[0]!.query('SELECT id FROM schema_migrations')).length, 1);
+      assert.equal((await dbs[0]!.query('SELECT id FROM schema_migrations')).length, MIGRATIONS.length);
     } finally {
       await Promise.all(dbs.map((d) => d.close()));
     }

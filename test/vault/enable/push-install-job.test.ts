@@ -6,7 +6,7 @@
  * password shows nowhere; a root key install works.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { VaultServer } from '../../../src/vault/server.js';
@@ -101,10 +101,19 @@ describe('enable protection: push install from the job', () => {
       assert.match(env, new RegExp(`LIFEBOAT_VAULT_URL='${server.url}'`));
       assert.match(env, new RegExp(`LIFEBOAT_MACHINE_ID='${web}'`));
       assert.ok(!env.includes(sshd1.user.password));
+      // The one-time enrollment token is in agent.env, readable by its owner only, and stored by the vault as a hash.
+      const token = /^LIFEBOAT_ENROLLMENT_TOKEN='(lbe_[A-Za-z0-9_-]+)'$/m.exec(env)?.[1];
+      assert.ok(token, env);
+      assert.equal(statSync(join(remoteDir, 'agent.env')).mode & 0o777, 0o600);
+      assert.equal((await server.repos.enrollmentTokens.list({ itemId: first.itemId })).length, 1);
+      for (const text of api.responses) assert.ok(!text.includes(token), 'the enrollment token is never in a response');
       const marker = readFileSync(join(sshd1.user.home, 'state', 'agent-installed'), 'utf8');
       assert.match(marker, /^version=\d+\.\d+\.\d+/m);
       assert.match(marker, new RegExp(`^machineId=${web}$`, 'm'));
-      assert.match(marker, /agent=not-running/);
+      assert.match(marker, /agent=started/);
+      // The agent was started in the background with its pid and log in the state directory.
+      assert.match(readFileSync(join(sshd1.user.home, 'state', 'agent.pid'), 'utf8'), /^\d+\n$/);
+      assert.ok(existsSync(join(sshd1.user.home, 'state', 'agent.log')));
       const pinned = await server.repos.settings.get<StoredHostKey>(hostKeySettingKey(web));
       assert.equal(pinned?.sha256, sshd1.fingerprint);
       assert.ok(await server.repos.settings.get(agentInstallSettingKey(web)));
@@ -165,9 +174,14 @@ describe('enable protection: push install from the job', () => {
       await server.close();
     }
     const secrets = [wrongPassword, sshd1.user.password, sshd2.user.password, sshd2.rootKey.split('\n')[1]!];
-    const texts = [...responses, sshd1.log(), sshd2.log(), ...readdirSync(dataDir).map((f) => readFileSync(join(dataDir, f), 'latin1'))];
+    const texts = [...responses, sshd1.log(), sshd2.log(), ...filesUnder(dataDir).map((f) => readFileSync(f, 'latin1'))];
     for (const secret of secrets) {
       for (const text of texts) assert.ok(!text.includes(secret), `a secret shows in: ${text.slice(0, 200)}`);
     }
   });
 });
+
+/** Every file under `dir` (the vault's data directory holds the database, the key and pki/). */
+function filesUnder(dir: string): string[] {
+  return (readdirSync(dir, { recursive: true }) as string[]).map((f) => join(dir, f)).filter((f) => statSync(f).isFile());
+}

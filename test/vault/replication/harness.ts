@@ -2,6 +2,10 @@ import { join } from 'node:path';
 import type { Role } from '../../../src/core/model.js';
 import { DbTokens } from '../../../src/vault/services/db-services.js';
 import { startVaultServer, type VaultServer, type VaultServerOptions } from '../../../src/vault/server.js';
+import { TEST_SCRYPT } from '../../helpers/store.js';
+
+/** The store passphrase seedBasics gives its vault (write-only: the vault seals it). */
+export const STORE_PASSPHRASE = 'canary-store-Passphrase-5c1d';
 
 /** A clock that runs with real time plus an offset the test moves forward. */
 export function offsetClock(): { now: () => Date; advance(ms: number): void } {
@@ -36,7 +40,7 @@ export function client(url: string) {
 }
 
 export async function start(dataDir: string, options: Partial<VaultServerOptions> = {}): Promise<VaultServer> {
-  return startVaultServer({ dataDir, host: '127.0.0.1', port: 0, ...options });
+  return startVaultServer({ dataDir, host: '127.0.0.1', port: 0, storeScrypt: TEST_SCRYPT, ...options });
 }
 
 /** A token of a new user with `role`. */
@@ -45,10 +49,15 @@ export async function tokenFor(server: VaultServer, role: Role, now: () => Date)
   return (await new DbTokens(server.repos, now).create({ userId: user.id, name: `${role} token`, expiresAt: null })).secret;
 }
 
-/** A vault (through the API), a configuration server (in the database: registration is another route), a policy. */
+/** A vault with a store passphrase (through the API), a configuration server (in the database: registration is another route), a policy. */
 export async function seedBasics(server: VaultServer, token: string, storeDir: string) {
   const { call } = client(server.url);
-  const vault = await call('POST', '/api/v1/vaults', token, { name: 'recovery-west', location: 'west', storeUrl: `file://${join(storeDir, 'store')}` });
+  const vault = await call('POST', '/api/v1/vaults', token, {
+    name: 'recovery-west',
+    location: 'west',
+    storeUrl: `file://${join(storeDir, 'store')}`,
+    storePassphrase: STORE_PASSPHRASE,
+  });
   if (vault.status !== 201) throw new Error(vault.text);
   const configServer = await server.repos.configServers.create({ vaultId: String(vault.json.id), name: 'cs-1', address: '10.0.0.2', version: '0.1.0' });
   const policy = await call('POST', '/api/v1/policies', token, { vaultId: vault.json.id, name: 'gold', rpoThresholdSeconds: 600 });

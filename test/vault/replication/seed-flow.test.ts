@@ -5,7 +5,7 @@
  * protection" jobs with their steps, roles, job events, restart, alerts.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { JOB_KINDS, startJob } from '../../../src/core/jobs.js';
@@ -13,7 +13,7 @@ import { persistJob } from '../../../src/vault/jobs/job-store.js';
 import { defaultStepHandlers } from '../../../src/vault/jobs/runner.js';
 import { AlertEvaluator } from '../../../src/vault/services/alert-evaluator.js';
 import { makeTempDir } from '../../helpers/env.js';
-import { client, gate, offsetClock, seedBasics, start, tokenFor, waitFor } from './harness.js';
+import { STORE_PASSPHRASE, client, gate, offsetClock, seedBasics, start, tokenFor, waitFor } from './harness.js';
 
 const CANARY = 'Canary-P4ssw0rd-9f3b1c2e-never-in-clear';
 
@@ -114,8 +114,9 @@ describe('replication: seed steps 1 and 5', () => {
     } finally {
       await server.close();
     }
-    for (const f of readdirSync(dataDir)) {
-      assert.ok(!readFileSync(join(dataDir, f)).includes(Buffer.from(CANARY)), `${f} holds the canary in clear`);
+    for (const f of (readdirSync(dataDir, { recursive: true }) as string[]).map((n) => join(dataDir, n)).filter((n) => statSync(n).isFile())) {
+      assert.ok(!readFileSync(f).includes(Buffer.from(CANARY)), `${f} holds the canary in clear`);
+      assert.ok(!readFileSync(f).includes(Buffer.from(STORE_PASSPHRASE)), `${f} holds the store passphrase in clear`);
     }
   });
 

@@ -1,5 +1,6 @@
 import { TimeIdSequence } from '../../../format/ids.js';
 import type { Database } from '../database.js';
+import { AgentRepository, EnrollmentTokenRepository, ReplicationControlRepository } from './agents.js';
 import { AlertRepository } from './alerts.js';
 import { AuditLogRepository } from './audit-log.js';
 import type { RepoContext } from './base.js';
@@ -28,6 +29,9 @@ export interface Repositories {
   readonly alerts: AlertRepository;
   readonly auditLog: AuditLogRepository;
   readonly settings: SettingsRepository;
+  readonly enrollmentTokens: EnrollmentTokenRepository;
+  readonly agents: AgentRepository;
+  readonly replicationControls: ReplicationControlRepository;
 }
 
 export interface RepositoryOptions {
@@ -58,11 +62,17 @@ export function createRepositories(db: Database, options: RepositoryOptions = {}
     alerts: new AlertRepository(ctx),
     auditLog: new AuditLogRepository(ctx),
     settings: new SettingsRepository(ctx),
+    enrollmentTokens: new EnrollmentTokenRepository(ctx),
+    agents: new AgentRepository(ctx),
+    replicationControls: new ReplicationControlRepository(ctx),
   };
 }
 
 export {
+  AgentRepository,
   AlertRepository,
+  EnrollmentTokenRepository,
+  ReplicationControlRepository,
   ApiTokenRepository,
   AuditLogRepository,
   ConfigServerRepository,

@@ -8,7 +8,17 @@ import { idString, nameString, object, pageOf, pageQuery, timestamp } from './sc
 export interface VaultService {
   list(page: PageRequest): Promise<Page<Vault>>;
   get(id: string): Promise<Vault>;
-  create(input: { name: string; location: string; storeUrl: string; recoveryNetwork?: string | null }): Promise<Vault>;
+  /** `storeRecoveryKey` only when the vault created the store with `storePassphrase` (shown once). */
+  create(input: VaultInput): Promise<Vault & { storeRecoveryKey?: string }>;
+}
+
+export interface VaultInput {
+  name: string;
+  location: string;
+  storeUrl: string;
+  recoveryNetwork?: string | null;
+  /** Write-only: sealed by the vault, never returned. Replication needs it. */
+  storePassphrase?: string;
 }
 
 const storeUrl = { type: 'string', minLength: 1, maxLength: 2048, pattern: '^(file|azblob|s3)://' };
@@ -40,15 +50,24 @@ export function vaultsRoutes(vaults: VaultService): RouteModule {
         schema: { params: object({ id: idString }), response: { 200: vaultSchema } },
         handler: async (req) => vaults.get(req.params.id),
       });
-      route<unknown, unknown, { name: string; location: string; storeUrl: string; recoveryNetwork?: string | null }>(app, {
+      route<unknown, unknown, VaultInput>(app, {
         id: 'vaults.create',
         method: 'POST',
         url: '/api/v1/vaults',
         permission: 'configure',
-        summary: 'Create a vault with its target store',
+        summary: 'Create a vault with its target store; with storePassphrase (write-only) the vault initialises the store and keeps the passphrase sealed',
         tags: ['vaults'],
         successStatus: 201,
-        schema: { body: object({ name: nameString, location, storeUrl, recoveryNetwork: network }, ['name', 'location', 'storeUrl']), response: { 201: vaultSchema } },
+        schema: {
+          body: object({ name: nameString, location, storeUrl, recoveryNetwork: network, storePassphrase: { type: 'string', minLength: 1, maxLength: 1024 } }, [
+            'name',
+            'location',
+            'storeUrl',
+          ]),
+          response: {
+            201: { ...vaultSchema, properties: { ...(vaultSchema.properties as object), storeRecoveryKey: { type: 'string' } } },
+          },
+        },
         handler: async (req) => vaults.create(req.body),
       });
     },

@@ -1,0 +1,267 @@
+import { LifeboatError, asLifeboatError, isLifeboatError } from '../../core/errors.js';
+import { transition } from '../../core/item-state.js';
+import { JOB_KINDS } from '../../core/jobs.js';
+import type { ItemState, ReplicatedItem } from '../../core/model.js';
+import { pointCapturedAt, type PointManifest } from '../../format/manifest.js';
+import { processJournal } from '../../store/journal.js';
+import type { Repository } from '../../store/repository.js';
+import type { Repositories } from '../db/repositories/index.js';
+import type { StepHandler } from '../jobs/runner.js';
+import { redact } from '../secrets/redact.js';
+import { storeDiskName } from '../services/agents.js';
+
+/**
+ * The replica processor (docs/replication.md, "Replica processor"): turns the journal
+ * segments the process server stored into recovery points, applies retention and
+ * measures each item's RPO.
+ *
+ * Every `tickMs` (default 1 s) it looks at every item in a replicating state and
+ * processes those whose policy's `crashConsistentFrequencySeconds` has passed since
+ * their last run. Per disk (`<itemId>.<diskName>` in the vault's store):
+ * 1. processJournal until nothing is pending (whole cuts only; an app-consistent cut
+ *    alone as an `app` point). A JOURNAL_GAP stops that disk and is kept as the item's
+ *    journal gap (the alert evaluator raises `journal-gap` from it); it never stops the loop;
+ * 2. retention: points whose capture is older than `retentionHours` are deleted, except the
+ *    newest point and the newest app-consistent one;
+ * 3. the item's RPO: now − the oldest of its disks' newest capture times, null while a disk
+ *    has no point yet.
+ * An item in initial replication whose disks all have a point becomes `protected` and its
+ * "Finalize protection" job is queued, in one transaction.
+ *
+ * One item is processed by one run at a time (processNow waits for a run in progress).
+ */
+
+export const REPLICATING_STATES: readonly ItemState[] = ['initial-replication', 'protected', 'test-failover', 'test-failover-cleanup'];
+/** A runaway journal (thousands of cuts pending) is worked off over several runs, not one. */
+const MAX_POINTS_PER_RUN = 1000;
+
+export interface ReplicaStores {
+  openVaultStore(vaultId: string): Promise<Repository>;
+}
+
+export interface DiskOutcome {
+  readonly disk: string;
+  readonly pointsMade: number;
+  readonly pointsPruned: number;
+  readonly newest: PointManifest | undefined;
+  /** The error that stopped this disk's processing (a JOURNAL_GAP, an unreadable store...). */
+  readonly error: string | null;
+}
+
+export interface ItemOutcome {
+  readonly itemId: string;
+  readonly rpoSeconds: number | null;
+  readonly disks: readonly DiskOutcome[];
+  /** The item left initial replication in this run. */
+  readonly protectedNow: boolean;
+}
+
+export interface ReplicaLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+export interface ReplicaProcessorOptions {
+  readonly repos: Repositories;
+  readonly stores: ReplicaStores;
+  readonly now: () => Date;
+  /** How often items are looked at; default 1000 ms (no item is processed more often than its policy says). */
+  readonly tickMs?: number;
+  readonly logger?: ReplicaLogger;
+}
+
+export class ReplicaProcessor {
+  private readonly lastRunMs = new Map<string, number>();
+  private readonly running = new Map<string, Promise<ItemOutcome>>();
+  /** Item id → the journal gap that stops one of its disks (cleared by a run without one). */
+  private readonly gaps = new Map<string, string>();
+  private timer: NodeJS.Timeout | undefined;
+  private current: Promise<void> = Promise.resolve();
+  private stopped = false;
+
+  constructor(private readonly options: ReplicaProcessorOptions) {}
+
+  start(): void {
+    const tick = (): void => {
+      if (this.stopped) return;
+      this.current = this.tick().finally(() => {
+        if (this.stopped) return;
+        this.timer = setTimeout(tick, this.options.tickMs ?? 1000);
+        this.timer.unref();
+      });
+    };
+    tick();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.current.catch(() => undefined);
+    await Promise.all([...this.running.values()].map((p) => p.catch(() => undefined)));
+  }
+
+  /** Journal gaps by item, for the alert evaluator. */
+  journalGaps(): { subjectId: string; message: string }[] {
+    return [...this.gaps].map(([subjectId, message]) => ({ subjectId, message }));
+  }
+
+  /** One pass over every replicating item whose frequency has come (errors are logged, never thrown). */
+  async tick(): Promise<void> {
+    const { repos, now } = this.options;
+    try {
+      const policies = new Map((await repos.policies.list()).map((p) => [p.id, p]));
+      const items = (await repos.items.list()).filter((i) => REPLICATING_STATES.includes(i.state));
+      for (const gone of [...this.gaps.keys()]) if (!items.some((i) => i.id === gone)) this.gaps.delete(gone);
+      for (const item of items) {
+        if (this.stopped) return;
+        const policy = policies.get(item.policyId);
+        if (!policy) continue;
+        const last = this.lastRunMs.get(item.id);
+        if (last !== undefined && now().getTime() - last < policy.crashConsistentFrequencySeconds * 1000) continue;
+        await this.processNow(item.id).catch((err: unknown) => {
+          this.options.logger?.error({ err, itemId: item.id }, 'replica processing failed');
+        });
+      }
+    } catch (err) {
+      this.options.logger?.error({ err }, 'replica processor pass failed');
+    }
+  }
+
+  /** Processes one item now (waiting for a run already in progress, then running again). */
+  processNow(itemId: string): Promise<ItemOutcome> {
+    const previous = this.running.get(itemId) ?? Promise.resolve(undefined);
+    const next = previous.catch(() => undefined).then(() => this.process(itemId));
+    this.running.set(itemId, next);
+    void next.finally(() => {
+      if (this.running.get(itemId) === next) this.running.delete(itemId);
+    }).catch(() => undefined);
+    return next;
+  }
+
+  private async process(itemId: string): Promise<ItemOutcome> {
+    const { repos, now, stores } = this.options;
+    this.lastRunMs.set(itemId, now().getTime());
+    const item = await repos.items.get(itemId);
+    if (!REPLICATING_STATES.includes(item.state)) {
+      throw new LifeboatError('ILLEGAL_TRANSITION', `item ${item.id} does not replicate in state '${item.state}'`, { details: { state: item.state } });
+    }
+    if (item.disks.length === 0) return { itemId, rpoSeconds: null, disks: [], protectedNow: false };
+    const policy = await repos.policies.get(item.policyId);
+    const repo = await stores.openVaultStore(item.vaultId);
+    const disks: DiskOutcome[] = [];
+    let gap: string | undefined;
+    for (const d of item.disks) {
+      const outcome = await this.processDisk(repo, storeDiskName(item.id, d.name), policy.retentionHours);
+      if (outcome.gap) gap ??= outcome.gap;
+      disks.push(outcome.result);
+    }
+    if (gap) this.gaps.set(item.id, gap);
+    else this.gaps.delete(item.id);
+
+    const at = now().getTime();
+    const newest = disks.map((d) => d.newest);
+    const rpoSeconds = newest.every((p) => p !== undefined)
+      ? Math.max(0, Math.floor((at - Math.min(...newest.map((p) => Date.parse(pointCapturedAt(p as PointManifest))))) / 1000))
+      : null;
+    const fresh = await repos.items.get(item.id);
+    if (fresh.rpoSeconds !== rpoSeconds) await repos.items.update(item.id, { rpoSeconds });
+    let protectedNow = false;
+    if (rpoSeconds !== null && fresh.state === 'initial-replication') protectedNow = await this.finishInitialReplication(fresh);
+    return { itemId, rpoSeconds, disks, protectedNow };
+  }
+
+  private async processDisk(repo: Repository, disk: string, retentionHours: number): Promise<{ result: DiskOutcome; gap?: string }> {
+    let made = 0;
+    let error: string | null = null;
+    let gap: string | undefined;
+    try {
+      while (made < MAX_POINTS_PER_RUN) {
+        const point = await processJournal(repo, disk);
+        if (!point) break;
+        made++;
+      }
+    } catch (err) {
+      const e = asLifeboatError(err);
+      error = redact(`${e.code}: ${e.message}`);
+      if (isLifeboatError(err, 'JOURNAL_GAP')) {
+        gap = `disk ${disk}: ${e.message}`;
+        this.options.logger?.warn({ disk, code: e.code, details: e.details }, 'journal gap: processing of the disk stops at the gap');
+      } else this.options.logger?.error({ disk, err }, 'journal processing failed');
+    }
+    const { kept, pruned } = await this.retain(repo, disk, retentionHours);
+    return { result: { disk, pointsMade: made, pointsPruned: pruned, newest: kept[kept.length - 1], error }, ...(gap ? { gap } : {}) };
+  }
+
+  /** Deletes points captured longer than `retentionHours` ago, except the newest and the newest app-consistent one. */
+  private async retain(repo: Repository, disk: string, retentionHours: number): Promise<{ kept: PointManifest[]; pruned: number }> {
+    const points = await repo.listPoints(disk);
+    if (points.length === 0) return { kept: [], pruned: 0 };
+    const cutoff = this.options.now().getTime() - retentionHours * 3600 * 1000;
+    const newest = points[points.length - 1] as PointManifest;
+    const newestApp = [...points].reverse().find((p) => p.consistency === 'app');
+    const kept: PointManifest[] = [];
+    let pruned = 0;
+    for (const p of points) {
+      if (p === newest || p === newestApp || Date.parse(pointCapturedAt(p)) >= cutoff) kept.push(p);
+      else {
+        await repo.deletePoint(p);
+        pruned++;
+      }
+    }
+    return { kept, pruned };
+  }
+
+  /** initial-replication → protected and the "Finalize protection" job, in one transaction. */
+  private async finishInitialReplication(item: ReplicatedItem): Promise<boolean> {
+    const { repos } = this.options;
+    const next = transition(item, 'finish-initial-replication');
+    const done = await repos.db.transaction(async () => {
+      if (!(await repos.items.updateState(item.id, item.state, next.state, { initialReplicationPercent: next.initialReplicationPercent }))) return false;
+      for (const kind of next.jobs) {
+        await repos.jobs.create({ kind, itemId: item.id, initiator: 'replica-processor', steps: JOB_KINDS[kind].steps.map((s) => s.name) });
+      }
+      return true;
+    });
+    if (done) this.options.logger?.info({ itemId: item.id }, 'initial replication complete: item protected');
+    return done;
+  }
+}
+
+/**
+ * The "Finalize protection" steps. Each succeeds only when what it names is true:
+ * the item is protected; its agent is enrolled for exactly the item's disks; every
+ * disk has a recovery point in the vault's store.
+ */
+export function finalizeProtectionHandlers(stores: ReplicaStores): Readonly<Record<string, StepHandler>> {
+  const itemOf = async (ctx: Parameters<StepHandler>[0]): Promise<ReplicatedItem> => {
+    if (ctx.job.itemId === null) throw new LifeboatError('INTERNAL', `job ${ctx.job.id} names no replicated item`);
+    return ctx.repos.items.get(ctx.job.itemId);
+  };
+  return {
+    'Prerequisites check': async (ctx) => {
+      const item = await itemOf(ctx);
+      if (!REPLICATING_STATES.includes(item.state) || item.state === 'initial-replication') {
+        throw new LifeboatError('ILLEGAL_TRANSITION', `the item is '${item.state}', not protected`);
+      }
+      if (item.disks.length === 0) throw new LifeboatError('VALIDATION', `item ${item.id} has no disks`);
+    },
+    'Finalize protection on the primary': async (ctx) => {
+      const item = await itemOf(ctx);
+      const agent = await ctx.repos.agents.findByItem(item.id);
+      if (!agent) throw new LifeboatError('NOT_FOUND', `no agent is enrolled for item ${item.id}`);
+      const reported = new Set(agent.disks.map((d) => d.name));
+      const missing = item.disks.filter((d) => !reported.has(d.name)).map((d) => d.name);
+      if (missing.length > 0) throw new LifeboatError('VALIDATION', `the agent of item ${item.id} does not replicate disk(s) ${missing.join(', ')}`);
+    },
+    'Start continuous replication': async (ctx) => {
+      const item = await itemOf(ctx);
+      const repo = await stores.openVaultStore(item.vaultId);
+      for (const d of item.disks) {
+        if (!(await repo.latestPoint(storeDiskName(item.id, d.name)))) {
+          throw new LifeboatError('NOT_FOUND', `disk ${d.name} of item ${item.id} has no recovery point yet`);
+        }
+      }
+    },
+  };
+}

@@ -1,0 +1,290 @@
+import { randomBytes } from 'node:crypto';
+import { LifeboatError, isLifeboatError } from '../../core/errors.js';
+import { setInitialReplicationProgress } from '../../core/item-state.js';
+import type { Agent, AgentDiskState, AgentDiskStatus, ItemState, ReplicatedItem, ReplicationControl } from '../../core/model.js';
+import { constantTimeEqualHex } from '../../format/crypto.js';
+import type { Repositories } from '../db/repositories/index.js';
+import { normalizeSerial, type VaultCa } from '../pki/ca.js';
+import { sha256Hex } from './db-services.js';
+
+/**
+ * Agent enrollment and the agent's heartbeat (docs/replication.md, "Identity,
+ * enrollment and certificates"), and the operator's pause and throttle.
+ *
+ * Secrets follow the configuration server's pattern (registration.ts): an enrollment
+ * token is `lbe_` + 32 random bytes, an agent credential `lba_` + 32 random bytes;
+ * only their SHA-256 is stored and lookups go by that hash. Every refusal of an
+ * enrollment is the same ENROLLMENT_INVALID with the same message, whatever was wrong
+ * (unknown, used, expired, another item's, the item no longer protectable), so a caller
+ * learns nothing by trying; the reason goes to the audit log's actor only.
+ */
+
+export const ENROLLMENT_TOKEN_PREFIX = 'lbe_';
+export const AGENT_CREDENTIAL_PREFIX = 'lba_';
+const ENROLLMENT_TOKEN = /^lbe_[A-Za-z0-9_-]{40,50}$/;
+const AGENT_CREDENTIAL = /^lba_[A-Za-z0-9_-]{40,50}$/;
+export const ENROLLMENT_TOKEN_TTL_MS = 24 * 3600 * 1000;
+/** A store disk is `<itemId>.<diskName>`; the whole must be a store disk name (≤ 128). */
+const DISK_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
+/** States in which a machine may (re-)enroll its agent. */
+const ENROLLABLE: readonly ItemState[] = ['enabling', 'initial-replication', 'protected', 'test-failover', 'test-failover-cleanup', 'reprotected'];
+
+export interface EnrollDisk {
+  readonly name: string;
+  readonly sizeBytes: number;
+  readonly tracker: string;
+}
+
+export interface EnrollInput {
+  readonly itemId: string;
+  readonly token: string;
+  readonly csrPem: string;
+  readonly hostname: string;
+  readonly disks: readonly EnrollDisk[];
+}
+
+export interface ProcessServerEndpoint {
+  readonly host: string;
+  readonly port: number;
+  /** The name the agent checks the process server's certificate against (a SAN). */
+  readonly serverName: string;
+}
+
+export interface AgentConfig {
+  readonly generation: number;
+  readonly paused: boolean;
+  readonly throttleBytesPerSec: number;
+  readonly crashConsistentFrequencySeconds: number;
+  readonly appConsistentFrequencyMinutes: number;
+  readonly disks: readonly { readonly name: string; readonly storeDisk: string }[];
+  readonly processServer: ProcessServerEndpoint;
+}
+
+export interface EnrollResult {
+  readonly machineId: string;
+  readonly itemId: string;
+  readonly credential: string;
+  readonly certificatePem: string;
+  readonly caPem: string;
+  readonly processServer: ProcessServerEndpoint;
+  readonly config: AgentConfig;
+}
+
+export interface HeartbeatDisk {
+  readonly name: string;
+  readonly sizeBytes: number;
+  readonly state: AgentDiskState;
+  readonly initialPercent: number;
+  readonly ackedSequence: number;
+  readonly lagMs: number;
+  readonly lastError: string | null;
+}
+
+export interface AgentHeartbeat {
+  readonly disks: readonly HeartbeatDisk[];
+  readonly version: string;
+  readonly spoolBytes?: number;
+}
+
+/** The store disk of an item's disk. */
+export function storeDiskName(itemId: string, diskName: string): string {
+  return `${itemId}.${diskName}`;
+}
+
+export class AgentService {
+  constructor(
+    private readonly repos: Repositories,
+    private readonly ca: () => Promise<VaultCa>,
+    private readonly now: () => Date,
+    /** Where agents reach the process server; known once it listens. */
+    private readonly processServer: () => ProcessServerEndpoint,
+  ) {}
+
+  /** A one-time token for the item's agent, valid 24 hours (returned once; only its hash is kept). */
+  async createEnrollmentToken(itemId: string): Promise<{ itemId: string; token: string; expiresAt: string }> {
+    const item = await this.repos.items.get(itemId);
+    if (!ENROLLABLE.includes(item.state)) {
+      throw new LifeboatError('ILLEGAL_TRANSITION', `an agent cannot enroll for an item in state '${item.state}'`, {
+        details: { state: item.state, action: 'enroll' },
+      });
+    }
+    const token = `${ENROLLMENT_TOKEN_PREFIX}${randomBytes(32).toString('base64url')}`;
+    const expiresAt = new Date(this.now().getTime() + ENROLLMENT_TOKEN_TTL_MS).toISOString();
+    await this.repos.enrollmentTokens.create({ itemId, expiresAt, secretHash: sha256Hex(token) });
+    return { itemId, token, expiresAt };
+  }
+
+  /**
+   * Checks an enrollment token without using it: the cheap part, before the CSR's
+   * signature is verified. Returns the token's id; ENROLLMENT_INVALID otherwise.
+   */
+  async checkToken(itemId: string, token: string): Promise<string> {
+    // Hash whatever came, so a malformed token costs what a well-formed one does.
+    const hash = sha256Hex(typeof token === 'string' ? token : '');
+    const row = ENROLLMENT_TOKEN.test(token) ? await this.repos.enrollmentTokens.findBySecretHash(hash) : undefined;
+    // The row was found by the hash; compared again in constant time all the same.
+    const ok = row !== undefined && constantTimeEqualHex(hash, sha256Hex(token)) && row.itemId === itemId && row.usedAt === null && Date.parse(row.expiresAt) > this.now().getTime();
+    if (!ok || !row) throw enrollmentInvalid();
+    const item = await this.repos.items.find(itemId);
+    if (!item || !ENROLLABLE.includes(item.state)) throw enrollmentInvalid();
+    return row.id;
+  }
+
+  /**
+   * Enrolls the item's agent with a checked token (checkToken): verifies the CSR, uses
+   * the token (once: a replay or a race loses), records the machine's disks on the item,
+   * issues the certificate and the credential, and replaces any previous agent.
+   */
+  async enroll(tokenId: string, input: EnrollInput): Promise<EnrollResult> {
+    checkDisks(input.disks);
+    const item = await this.repos.items.get(input.itemId);
+    const ca = await this.ca();
+    const cert = await ca.signAgentCsr(input.csrPem, item.machineId);
+    const credential = `${AGENT_CREDENTIAL_PREFIX}${randomBytes(32).toString('base64url')}`;
+    await this.repos.db.transaction(async () => {
+      if (!(await this.repos.enrollmentTokens.use(tokenId))) throw enrollmentInvalid();
+      await this.repos.items.update(item.id, { disks: input.disks.map((d) => ({ name: d.name, sizeBytes: d.sizeBytes })) });
+      await this.repos.agents.enroll({
+        itemId: item.id,
+        machineId: item.machineId,
+        hostname: input.hostname,
+        certificateSerial: cert.serial,
+        certificateNotAfter: cert.notAfter,
+        disks: input.disks.map((d) => ({ name: d.name, sizeBytes: d.sizeBytes, state: 'initial', initialPercent: 0, ackedSequence: 0, lagMs: 0, lastError: null })),
+        credentialHash: sha256Hex(credential),
+      });
+    });
+    const config = await this.config(await this.repos.items.get(item.id));
+    return {
+      machineId: item.machineId,
+      itemId: item.id,
+      credential,
+      certificatePem: cert.certPem,
+      caPem: ca.caPem,
+      processServer: config.processServer,
+      config,
+    };
+  }
+
+  /** The agent a credential belongs to; undefined for anything else (never throws for bad input). */
+  async authenticate(credential: string): Promise<Agent | undefined> {
+    if (!AGENT_CREDENTIAL.test(credential)) return undefined;
+    return this.repos.agents.findByCredentialHash(sha256Hex(credential));
+  }
+
+  /**
+   * Records an agent's heartbeat: its disks' states, and the item's initial-replication
+   * progress (the smallest of its disks' percentages; never going backwards). Answers
+   * the agent's configuration, which it obeys (pause, throttle, policy).
+   */
+  async heartbeat(agentId: string, input: AgentHeartbeat): Promise<AgentConfig> {
+    const agent = await this.repos.agents.get(agentId);
+    const item = await this.repos.items.get(agent.itemId);
+    const disks: AgentDiskStatus[] = input.disks.map((d) => ({ ...d, lastError: d.lastError === null ? null : d.lastError.slice(0, 1000) }));
+    await this.repos.agents.heartbeat(agent.id, { version: input.version, lastHeartbeatAt: this.now().toISOString(), disks });
+    const known = new Set(item.disks.map((d) => d.name));
+    const mine = disks.filter((d) => known.has(d.name));
+    if (item.state === 'initial-replication' && mine.length === item.disks.length && mine.length > 0) {
+      const percent = Math.floor(Math.min(...mine.map((d) => (d.state === 'continuous' ? 100 : d.initialPercent))));
+      const next = setInitialReplicationProgress(item, Math.max(0, Math.min(100, percent)));
+      if (next.initialReplicationPercent !== item.initialReplicationPercent) {
+        await this.repos.items.updateState(item.id, item.state, item.state, { initialReplicationPercent: next.initialReplicationPercent });
+      }
+    }
+    const sizes = new Map(disks.map((d) => [d.name, d.sizeBytes]));
+    if (item.disks.some((d) => sizes.has(d.name) && sizes.get(d.name) !== d.sizeBytes)) {
+      await this.repos.items.update(item.id, { disks: item.disks.map((d) => ({ name: d.name, sizeBytes: sizes.get(d.name) ?? d.sizeBytes })) });
+    }
+    return this.config(await this.repos.items.get(item.id));
+  }
+
+  async config(item: ReplicatedItem): Promise<AgentConfig> {
+    const policy = await this.repos.policies.get(item.policyId);
+    const control = await this.repos.replicationControls.get(item.id);
+    return {
+      generation: item.generation,
+      paused: control.paused,
+      throttleBytesPerSec: control.throttleBytesPerSec,
+      crashConsistentFrequencySeconds: policy.crashConsistentFrequencySeconds,
+      appConsistentFrequencyMinutes: policy.appConsistentFrequencyMinutes,
+      disks: item.disks.map((d) => ({ name: d.name, storeDisk: storeDiskName(item.id, d.name) })),
+      processServer: this.processServer(),
+    };
+  }
+
+  /** The item's current agent (NOT_FOUND when it never enrolled). */
+  async agentOf(itemId: string): Promise<Agent> {
+    await this.repos.items.get(itemId);
+    const agent = await this.repos.agents.findByItem(itemId);
+    if (!agent) throw new LifeboatError('NOT_FOUND', `no agent has enrolled for item ${itemId}`, { details: { item: itemId } });
+    return agent;
+  }
+
+  async setControl(itemId: string, patch: Partial<Omit<ReplicationControl, 'itemId'>>): Promise<ReplicationControl> {
+    const item = await this.repos.items.get(itemId);
+    if (['failing-over', 'failed-over', 'committed', 'disabled'].includes(item.state)) {
+      throw new LifeboatError('ILLEGAL_TRANSITION', `replication of an item in state '${item.state}' cannot be paused, resumed or throttled`, {
+        details: { state: item.state, action: 'replication-control' },
+      });
+    }
+    return this.repos.replicationControls.set(itemId, patch);
+  }
+
+  /**
+   * The process server's question: is this certificate the current one of an enrolled
+   * machine? AGENT_UNAUTHORIZED otherwise (unknown machine, replaced certificate, item
+   * no longer replicating forward).
+   */
+  async authorize(input: { machineId: string; certificateSerial: string }): Promise<{
+    machineId: string;
+    itemId: string;
+    vaultId: string;
+    generation: number;
+    disks: readonly string[];
+  }> {
+    const agent = typeof input.machineId === 'string' ? await this.repos.agents.findByMachine(input.machineId) : undefined;
+    const serial = typeof input.certificateSerial === 'string' ? normalizeSerial(input.certificateSerial) : '';
+    if (!agent || !constantTimeEqualHex(sha256Hex(agent.certificateSerial), sha256Hex(serial))) {
+      throw new LifeboatError('AGENT_UNAUTHORIZED', `machine ${String(input.machineId)} has no enrolled agent with that certificate`, {
+        details: { machineId: String(input.machineId) },
+      });
+    }
+    let item: ReplicatedItem;
+    try {
+      item = await this.repos.items.get(agent.itemId);
+    } catch (err) {
+      if (isLifeboatError(err, 'NOT_FOUND')) throw new LifeboatError('AGENT_UNAUTHORIZED', `machine ${agent.machineId} is no longer protected`);
+      throw err;
+    }
+    if (!ENROLLABLE.includes(item.state) || item.state === 'enabling') {
+      throw new LifeboatError('AGENT_UNAUTHORIZED', `item ${item.id} does not replicate in state '${item.state}'`, {
+        details: { machineId: agent.machineId, state: item.state },
+      });
+    }
+    return {
+      machineId: agent.machineId,
+      itemId: item.id,
+      vaultId: item.vaultId,
+      generation: item.generation,
+      disks: item.disks.map((d) => storeDiskName(item.id, d.name)),
+    };
+  }
+}
+
+function enrollmentInvalid(): LifeboatError {
+  return new LifeboatError('ENROLLMENT_INVALID', 'the enrollment token is not valid for this item (unknown, used, expired or another item\'s); ask for a new one: lifeboat item enroll-token ITEM');
+}
+
+function checkDisks(disks: readonly EnrollDisk[]): void {
+  const errors: { in: 'body'; field: string; message: string }[] = [];
+  const seen = new Set<string>();
+  disks.forEach((d, i) => {
+    if (!DISK_NAME.test(d.name)) errors.push({ in: 'body', field: `/disks/${i}/name`, message: 'must be 1-63 of A-Z a-z 0-9 _ - and start with a letter or digit' });
+    if (seen.has(d.name)) errors.push({ in: 'body', field: `/disks/${i}/name`, message: `duplicate disk name '${d.name}'` });
+    seen.add(d.name);
+  });
+  if (disks.length === 0) errors.push({ in: 'body', field: '/disks', message: 'must name at least one disk' });
+  if (errors.length > 0) {
+    throw new LifeboatError('VALIDATION', `the disks are not valid: ${errors[0]?.field} ${errors[0]?.message}`, { details: { errors } });
+  }
+}
