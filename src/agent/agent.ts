@@ -230,7 +230,8 @@ export class Agent {
         initialPercent,
         ackedSequence: d.acked,
         lagMs: d.open ? Math.max(0, now - d.open.cut.capturedAtMs) : 0,
-        lastError: d.lastError,
+        // The vault keeps at most 4096 characters of it.
+        lastError: d.lastError === null ? null : d.lastError.slice(0, 4000),
       };
     });
     return { disks, version: this.options.version ?? '0.0.0' };

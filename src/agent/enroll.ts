@@ -58,7 +58,12 @@ export async function enroll(options: EnrollOptions): Promise<EnrollResult> {
     token: options.token.trim(),
     csrPem: csr.toString('pem'),
     hostname: options.hostname ?? osHostname(),
-    disks: options.config.disks.map((d) => ({ name: d.name, sizeBytes: sizeOf(d), tracker: d.tracker.kind })),
+    disks: options.config.disks.map((d) => {
+      const sizeBytes = typeof d.tracker.sizeBytes === 'number' ? d.tracker.sizeBytes : sizeOf(d);
+      if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0)
+        throw new LifeboatError('CONFIG_INVALID', `disk ${d.name}: its size is unknown; give tracker.path (a readable image or block device) or tracker.sizeBytes in agent.json`);
+      return { name: d.name, sizeBytes, tracker: d.tracker.kind };
+    }),
   });
   const state = new StateDir(options.stateDir);
   state.saveIdentity(

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { enroll, parseEnvFile } from '../../agent/enroll.js';
 import { readAgentFileConfig } from '../../agent/config.js';
 import { StateDir } from '../../agent/state.js';
@@ -9,6 +10,8 @@ import { emit, type Env } from '../context.js';
 
 export const DEFAULT_AGENT_STATE_DIR = '/var/lib/lifeboat/agent';
 export const DEFAULT_AGENT_CONFIG = '/etc/lifeboat/agent.json';
+
+export const CONFIG_HELP = `agent.json: the disks to protect (default $LIFEBOAT_AGENT_CONFIG, else agent.json beside --env-file or in the state dir, else ${DEFAULT_AGENT_CONFIG})`;
 
 export interface AgentFlags {
   config?: string;
@@ -25,20 +28,35 @@ export function stateDirOf(flags: AgentFlags, env: Env): string {
   return flags.stateDir ?? env.env.LIFEBOAT_AGENT_STATE_DIR ?? DEFAULT_AGENT_STATE_DIR;
 }
 
+/**
+ * agent.json: --config, else $LIFEBOAT_AGENT_CONFIG (environment, then the env
+ * file), else agent.json beside the env file (push install puts both in the
+ * bundle directory), else in the state directory, else /etc/lifeboat/agent.json.
+ */
 export function configPathOf(flags: AgentFlags, env: Env): string {
-  return flags.config ?? env.env.LIFEBOAT_AGENT_CONFIG ?? DEFAULT_AGENT_CONFIG;
+  if (flags.config) return flags.config;
+  if (env.env.LIFEBOAT_AGENT_CONFIG) return env.env.LIFEBOAT_AGENT_CONFIG;
+  const candidates: string[] = [];
+  if (flags.envFile) {
+    const file = readEnvFile(flags.envFile);
+    if (file.LIFEBOAT_AGENT_CONFIG) return file.LIFEBOAT_AGENT_CONFIG;
+    candidates.push(join(dirname(flags.envFile), 'agent.json'));
+  }
+  candidates.push(join(stateDirOf(flags, env), 'agent.json'));
+  return candidates.find((c) => existsSync(c)) ?? DEFAULT_AGENT_CONFIG;
+}
+
+function readEnvFile(path: string): Record<string, string> {
+  try {
+    return parseEnvFile(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new LifeboatError('CONFIG_INVALID', `cannot read the env file ${path}`, { cause: err });
+  }
 }
 
 /** The enrollment values: flags, then the environment, then the env file (agent.env). The token is never printed. */
 export function enrollmentValues(flags: AgentFlags, env: Env): { vaultUrl?: string; itemId?: string; token?: string } {
-  let file: Record<string, string> = {};
-  if (flags.envFile) {
-    try {
-      file = parseEnvFile(readFileSync(flags.envFile, 'utf8'));
-    } catch (err) {
-      throw new LifeboatError('CONFIG_INVALID', `cannot read the env file ${flags.envFile}`, { cause: err });
-    }
-  }
+  const file = flags.envFile ? readEnvFile(flags.envFile) : {};
   let token: string | undefined;
   if (flags.tokenFile) {
     try {
@@ -86,7 +104,7 @@ export function register(parent: Command, env: Env): void {
     parent
       .command('enroll')
       .description('enroll this machine with the vault: make a key pair here, get a certificate and a credential for the one-time token')
-      .option('--config <file>', `agent.json: the disks to protect (default $LIFEBOAT_AGENT_CONFIG or ${DEFAULT_AGENT_CONFIG})`)
+      .option('--config <file>', CONFIG_HELP)
       .option('--state-dir <dir>', `where the agent keeps its key, certificate and state (default $LIFEBOAT_AGENT_STATE_DIR or ${DEFAULT_AGENT_STATE_DIR})`)
       .option('--force', 'enroll again although this state directory is enrolled (the old certificate is refused from then on)'),
   ).action(async (opts: AgentFlags & { force?: boolean }) => {

@@ -7,7 +7,7 @@ import { registryTrackers } from '../../agent/trackers.js';
 import { HttpVaultClient } from '../../agent/vault-client.js';
 import { LifeboatError } from '../../core/errors.js';
 import type { Env } from '../context.js';
-import { addEnrollOptions, configPathOf, DEFAULT_AGENT_CONFIG, DEFAULT_AGENT_STATE_DIR, enrollFromFlags, enrollmentValues, stateDirOf, type AgentFlags } from './agent-enroll.js';
+import { addEnrollOptions, CONFIG_HELP, configPathOf, DEFAULT_AGENT_STATE_DIR, enrollFromFlags, enrollmentValues, stateDirOf, type AgentFlags } from './agent-enroll.js';
 
 const MiB = 2 ** 20;
 
@@ -56,7 +56,7 @@ export function register(parent: Command, env: Env, signals: AbortSignal): void 
     parent
       .command('run')
       .description('replicate this machine\'s disks to the process server until stopped (SIGTERM finishes or aborts the cut in progress and exits 0)')
-      .option('--config <file>', `agent.json: the disks to protect (default $LIFEBOAT_AGENT_CONFIG or ${DEFAULT_AGENT_CONFIG})`)
+      .option('--config <file>', CONFIG_HELP)
       .option('--state-dir <dir>', `the agent's state (default $LIFEBOAT_AGENT_STATE_DIR or ${DEFAULT_AGENT_STATE_DIR})`),
   ).action(async (opts: AgentFlags, cmd: Command) => {
     const state = new StateDir(stateDirOf(opts, env));
