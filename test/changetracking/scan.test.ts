@@ -6,7 +6,9 @@ import { test } from 'node:test';
 import { isLifeboatError } from '../../src/core/errors.js';
 import { CHUNK_BYTES, DigestMap, chunkDigest } from '../../src/changetracking/digest-map.js';
 import { openTracker } from '../../src/changetracking/registry.js';
-import { fullCompare, type CompareSource } from '../../src/changetracking/scan/full-compare.js';
+import { DiskFile } from '../../src/changetracking/scan/disk-file.js';
+import { fullCompare, type CompareSource, type ComparedExtent } from '../../src/changetracking/scan/full-compare.js';
+import { hashPool } from '../../src/changetracking/scan/hash-pool.js';
 import { nativeSeek } from '../../src/changetracking/scan/native-seek.js';
 import { ScanTracker } from '../../src/changetracking/scan/scan-tracker.js';
 import type { ChangedExtent, Cut } from '../../src/changetracking/tracker.js';
@@ -242,6 +244,49 @@ test('scan: a disk that shrinks while read fails the changes with TRACKER_FAILED
     assert.equal(map.exists, false);
     await map.close();
   });
+});
+
+test('scan: worker threads and this thread compare alike; a disk shrinking under the workers fails with TRACKER_FAILED', async () => {
+  const dir = await tempDir();
+  try {
+    const disk = join(dir, 'disk.img');
+    const size = 24 * MiB + 3000;
+    const content = Buffer.alloc(size);
+    for (let i = 0; i < size; i += 3 * CHUNK_BYTES + 17) content.fill((i % 251) + 1, i, Math.min(size, i + 2 * CHUNK_BYTES));
+    await writeFile(disk, content);
+    const map = await DigestMap.open(join(dir, 'state'), { absent: 'zero' });
+    const runs: ComparedExtent[][] = [];
+    for (const pool of [null, hashPool()]) {
+      const source = await DiskFile.open(disk);
+      const got: ComparedExtent[] = [];
+      for await (const e of fullCompare(source, map, { pool, readBytes: MiB })) got.push(e);
+      await source.close();
+      runs.push(got);
+    }
+    const [here, workers] = runs as [ComparedExtent[], ComparedExtent[]];
+    assert.ok(here.length > 1);
+    assert.deepEqual(
+      workers.map((e) => [e.offset, e.data.toString('hex'), e.digests.toString('hex')]),
+      here.map((e) => [e.offset, e.data.toString('hex'), e.digests.toString('hex')]),
+    );
+    const replica = Buffer.alloc(size);
+    for (const e of workers) e.data.copy(replica, e.offset);
+    assert.ok(replica.equals(content));
+    const source = await DiskFile.open(disk);
+    const it = fullCompare(source, map, { pool: hashPool(), readBytes: MiB });
+    await it.next();
+    await truncate(disk, MiB);
+    await assert.rejects(
+      (async () => {
+        for (let r = await it.next(); !r.done; r = await it.next());
+      })(),
+      (err) => isLifeboatError(err, 'TRACKER_FAILED') && /shrink/.test((err as Error).message),
+    );
+    await source.close();
+    await map.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 test('registry: scan is built from its spec; unknown kinds and missing paths are CONFIG_INVALID', async () => {

@@ -42,6 +42,11 @@ export class DiskFile implements BlockSource {
     }
   }
 
+  /** The open descriptor, for worker threads that read the disk directly. */
+  get fd(): number {
+    return this.handle.fd;
+  }
+
   async read(offset: number, length: number): Promise<Buffer> {
     const buf = Buffer.allocUnsafe(length);
     await this.readInto(buf, offset);

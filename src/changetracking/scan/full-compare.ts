@@ -2,6 +2,7 @@ import type { BlockSource } from '../../core/block-source.js';
 import { LifeboatError } from '../../core/errors.js';
 import type { ChangedExtent } from '../tracker.js';
 import { CHUNK_BYTES, DIGEST_BYTES, chunkDigestInto, type DigestMap, type PendingDigests } from '../digest-map.js';
+import { hashPool, type HashPool } from './hash-pool.js';
 
 /**
  * The full compare every driver runs when it cannot vouch for the writes since
@@ -25,9 +26,16 @@ export interface ComparedExtent extends ChangedExtent {
   readonly digests: Buffer;
 }
 
-/** What a full compare reads: a BlockSource, with an optional allocation-free read. */
+/** Disks at least this large are read and hashed by worker threads when the source has a file descriptor. */
+const POOL_MIN_BYTES = 64 * 1024 * 1024;
+
+/**
+ * What a full compare reads: a BlockSource, with an optional allocation-free
+ * read, and optionally the file descriptor worker threads may read through.
+ */
 export type CompareSource = Pick<BlockSource, 'sizeBytes' | 'read' | 'extents'> & {
   readInto?(buf: Buffer, offset: number): Promise<void>;
+  readonly fd?: number;
 };
 
 export interface FullCompareOptions {
@@ -35,6 +43,11 @@ export interface FullCompareOptions {
   readonly readBytes?: number;
   /** Called after each piece of the disk is compared, with the bytes compared so far. */
   readonly onProgress?: (comparedBytes: number) => void;
+  /**
+   * Worker threads that read and hash. Default: the process's pool when the
+   * source has a file descriptor and is at least 64 MiB; null: this thread.
+   */
+  readonly pool?: HashPool | null;
 }
 
 interface Piece {
@@ -115,25 +128,28 @@ class ExtentBuilder {
 
 interface Loaded {
   readonly piece: Piece;
-  readonly data: Promise<Buffer | null>;
+  /** The piece's bytes (null for a hole) and their digests, or null to hash here. */
+  readonly read: Promise<{ data: Buffer | null; digests: Buffer | null }>;
   readonly map: Promise<Buffer>;
 }
 
-function load(source: CompareSource, map: DigestMap, piece: Piece): Loaded {
-  let data: Promise<Buffer | null>;
+function load(source: CompareSource, map: DigestMap, piece: Piece, pool: HashPool | null): Loaded {
+  let read: Promise<{ data: Buffer | null; digests: Buffer | null }>;
   if (piece.hole) {
-    data = Promise.resolve(null);
+    read = Promise.resolve({ data: null, digests: null });
+  } else if (pool && source.fd !== undefined) {
+    read = pool.run(source.fd, piece.offset, piece.length);
   } else if (source.readInto) {
     const buf = Buffer.allocUnsafe(piece.length);
-    data = source.readInto(buf, piece.offset).then(() => buf);
+    read = source.readInto(buf, piece.offset).then(() => ({ data: buf, digests: null }));
   } else {
-    data = source.read(piece.offset, piece.length);
+    read = source.read(piece.offset, piece.length).then((data) => ({ data, digests: null }));
   }
   const mapped = map.read(piece.offset / CHUNK_BYTES, Math.ceil(piece.length / CHUNK_BYTES));
   // The loop awaits both; until then a rejection must not count as unhandled.
-  data.catch(() => undefined);
+  read.catch(() => undefined);
   mapped.catch(() => undefined);
-  return { piece, data, map: mapped };
+  return { piece, read, map: mapped };
 }
 
 /**
@@ -146,26 +162,36 @@ export async function* fullCompare(source: CompareSource, map: DigestMap, option
   if (readBytes % CHUNK_BYTES !== 0 || readBytes < 1024 * 1024) {
     throw new LifeboatError('INTERNAL', `full compare read size ${readBytes} is not a multiple of 4096 of at least 1 MiB`);
   }
+  const pool = options.pool === undefined ? (source.fd !== undefined && source.sizeBytes >= POOL_MIN_BYTES ? hashPool() : null) : options.pool;
+  // Pieces in flight: one per worker and one more, or the next read while this thread hashes.
+  const depth = pool ? pool.size + 1 : 2;
   const plan = planPieces(source, readBytes);
   const builder = new ExtentBuilder();
   const out: ComparedExtent[] = [];
-  const nextLoaded = async (): Promise<Loaded | null> => {
-    const r = await plan.next();
-    return r.done ? null : load(source, map, r.value);
+  const queue: Loaded[] = [];
+  let planned = false;
+  const fill = async () => {
+    while (!planned && queue.length < depth) {
+      const r = await plan.next();
+      if (r.done) planned = true;
+      else queue.push(load(source, map, r.value, pool));
+    }
   };
-  let next = await nextLoaded();
   let compared = 0;
-  while (next) {
-    const cur = next;
-    next = await nextLoaded();
-    const [data, mapped] = await Promise.all([cur.data, cur.map]);
+  for (await fill(); queue.length > 0; await fill()) {
+    const cur = queue.shift() as Loaded;
+    await fill();
+    const [{ data, digests: hashed }, mapped] = await Promise.all([cur.read, cur.map]);
     const { offset, length } = cur.piece;
     const n = Math.ceil(length / CHUNK_BYTES);
-    const digests = Buffer.allocUnsafe(n * DIGEST_BYTES);
-    if (data) {
+    let digests: Buffer;
+    if (hashed) {
+      digests = hashed;
+    } else if (data) {
+      digests = Buffer.allocUnsafe(n * DIGEST_BYTES);
       for (let k = 0; k < n; k++) chunkDigestInto(data.subarray(k * CHUNK_BYTES, Math.min(length, (k + 1) * CHUNK_BYTES)), digests, k * DIGEST_BYTES);
     } else {
-      digests.fill(0);
+      digests = Buffer.alloc(n * DIGEST_BYTES);
     }
     if (digests.equals(mapped)) {
       builder.flush(out);
