@@ -1,7 +1,8 @@
 /**
  * Canary secrets planted everywhere a secret enters the real vault (a user token,
  * push-account password and private key, registration key, server credential,
- * credentials in a store URL and a storage connection string), through successful and
+ * credentials in a store URL and a storage connection string, a vault's store passphrase,
+ * an agent's enrollment token and credential), through successful and
  * failing requests, must never reach a log line (debug level), an API response other
  * than the one creation response that hands them out, the audit log, or the database
  * file in clear.
@@ -18,6 +19,7 @@ const PRIVATE_KEY = `-----BEGIN OPENSSH PRIVATE KEY-----\n${KEY_BODY}\n-----END 
 const STORE_SECRET = 'CanaryS3SecretKey-9c8d7e6f';
 const STORE_URL = `s3://AKIACANARY0000000000:${STORE_SECRET}@bucket/prefix`;
 const AZURE_KEY = 'CanaryAzureAccountKey-5e6f7a8b';
+const STORE_PASSPHRASE = 'CanaryStorePassphrase-4d5e6f70';
 const CONNECTION_STRING = `DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=${AZURE_KEY};EndpointSuffix=core.windows.net`;
 
 test('planted secrets never reach a log line, another response, the audit log or the database in clear', async () => {
@@ -35,6 +37,23 @@ test('planted secrets never reach a log line, another response, the audit log or
     const keyResponse = v.responses.find((r) => r.includes(reg.registrationKey));
     assert.ok(keyResponse, 'the registration key came from its creation response');
     allowedResponses.add(keyResponse);
+
+    // A vault with a store passphrase (write-only); its creation response shows the store's recovery key once.
+    const storeUrl = `file://${join(v.tmpDir, 'canary-store')}`;
+    const withStore = await call('POST', '/api/v1/vaults', ownerToken, { name: 'canary-vault', location: 'west', storeUrl, storePassphrase: STORE_PASSPHRASE });
+    assert.equal(withStore.status, 201, withStore.text);
+    allowedResponses.add(withStore.text);
+    const recoveryKey = String(withStore.json.storeRecoveryKey);
+    assert.ok(!withStore.text.includes(STORE_PASSPHRASE));
+    assert.equal((await v.server.stores.openVaultStore(String(withStore.json.id))).config.storeId.length > 0, true);
+    // An agent: its enrollment token and its credential are shown once each.
+    const agent = await v.enrollAgent(reg);
+    allowedResponses.add(agent.enrollResponse);
+    const tokenResponse = v.responses.find((r) => r.includes(agent.token) && r !== agent.enrollResponse);
+    assert.ok(tokenResponse);
+    allowedResponses.add(tokenResponse);
+    const beat = await call('POST', '/api/v1/agents/self/heartbeat', agent.credential, { disks: [], version: '0.1.0' });
+    assert.equal(beat.status, 200, beat.text);
 
     // Successful uses of every secret.
     assert.equal((await call('GET', '/api/v1/me', userToken)).status, 200);
@@ -72,6 +91,12 @@ test('planted secrets never reach a log line, another response, the audit log or
       ['GET', `/api/v1/vaults?token=${encodeURIComponent(userToken)}&password=${ACCOUNT_PASSWORD}`, ownerToken, undefined, 400],
       ['POST', '/api/v1/tokens', undefined, `{"password":"${ACCOUNT_PASSWORD}"}`, 401],
       ['POST', '/api/v1/accounts', ownerToken, `{"password":"${ACCOUNT_PASSWORD}",`, 400],
+      // The same store with another passphrase: refused without echoing either.
+      ['POST', '/api/v1/vaults', ownerToken, { name: 'canary-2', location: 'west', storeUrl, storePassphrase: `${STORE_PASSPHRASE}-wrong` }, 400],
+      ['POST', '/api/v1/vaults', ownerToken, { name: 'canary-3', location: 'west', storeUrl, storePassphrase: STORE_PASSPHRASE, extra: STORE_PASSPHRASE }, 400],
+      ['POST', '/api/v1/agents/enroll', undefined, { itemId: agent.itemId, token: agent.token, csrPem: 'x', hostname: 'h', disks: [{ name: 'sda', sizeBytes: 1, tracker: 'scan' }] }, 401],
+      ['POST', '/api/v1/agents/self/heartbeat', agent.credential, { disks: [], version: '0.1.0', credential: agent.credential }, 400],
+      ['GET', '/api/v1/vaults', agent.credential, undefined, 403],
     ];
     for (const [method, path, token, body, status] of failing) {
       const res = await call(method, path, token, body);
@@ -95,6 +120,10 @@ test('planted secrets never reach a log line, another response, the audit log or
       'private key': KEY_BODY,
       'store URL secret': STORE_SECRET,
       'azure account key': AZURE_KEY,
+      'store passphrase': STORE_PASSPHRASE,
+      'store recovery key': recoveryKey,
+      'enrollment token': agent.token,
+      'agent credential': agent.credential,
     };
     // Debug-level logs were written (the test would prove nothing against a silent logger).
     const lines = v.logLines.join('').split('\n').filter(Boolean);

@@ -12,6 +12,7 @@ import { createVaultLogger } from '../../../src/vault/logging/logger.js';
 import { DbTokens } from '../../../src/vault/services/db-services.js';
 import { startVaultServer, type VaultServer } from '../../../src/vault/server.js';
 import { makeTempDir } from '../../helpers/env.js';
+import { TEST_SCRYPT } from '../../helpers/store.js';
 
 export interface Call {
   status: number;
@@ -39,6 +40,8 @@ export interface LiveVault {
    * repositories for the rest: its item is in initial replication.
    */
   enrollAgent(server: { vaultId: string; serverId: string }, disks?: { name: string; sizeBytes: number }[]): Promise<EnrolledAgent>;
+  /** A scratch directory of this vault's test (removed by stop). */
+  readonly tmpDir: string;
   /** Closes the vault, lets `inspect` read its data directory (database, key file), then deletes it. */
   stop(inspect?: (dataDir: string) => void): Promise<void>;
 }
@@ -66,7 +69,7 @@ export async function startLiveVault(prefix: string): Promise<LiveVault> {
   const dataDir = join(tmp.path, 'data');
   const logLines: string[] = [];
   const logger = createVaultLogger({ level: 'debug', destination: { write: (line: string) => void logLines.push(line) } });
-  const server = await startVaultServer({ dataDir, host: '127.0.0.1', port: 0, logger, alertIntervalMs: 50, jobs: { pollIntervalMs: 20 } });
+  const server = await startVaultServer({ dataDir, host: '127.0.0.1', port: 0, logger, alertIntervalMs: 50, jobs: { pollIntervalMs: 20 }, storeScrypt: TEST_SCRYPT });
   const ownerToken = server.initialAdminToken;
   if (!ownerToken) throw new Error('a fresh vault must return its admin token');
   const responses: string[] = [];
@@ -90,6 +93,7 @@ export async function startLiveVault(prefix: string): Promise<LiveVault> {
   return {
     server,
     dataDir,
+    tmpDir: tmp.path,
     logLines,
     responses,
     ownerToken,
