@@ -222,6 +222,8 @@ export class Agent {
       else if (this.config.paused) state = 'paused';
       else if (d.fullPending) state = d.state.lastCommitted === null ? 'initial' : 'resync';
       else state = 'continuous';
+      // The oldest cut not yet acknowledged; while no connection lets a cut be taken, the replica lags since the last committed one.
+      const lagSince = d.open ? d.open.cut.capturedAtMs : !this.connected && !this.config.paused ? d.state.lastCommitted?.capturedAtMs : undefined;
       const initialPercent = !d.fullPending ? 100 : d.estimatedBytes > 0 ? Math.min(99, Math.floor((100 * d.shippedBytes) / d.estimatedBytes)) : 0;
       return {
         name: d.spec.name,
@@ -229,7 +231,7 @@ export class Agent {
         state,
         initialPercent,
         ackedSequence: d.acked,
-        lagMs: d.open ? Math.max(0, now - d.open.cut.capturedAtMs) : 0,
+        lagMs: Math.max(0, Math.round(lagSince === undefined ? 0 : now - lagSince)),
         // The vault keeps at most 4096 characters of it.
         lastError: d.lastError === null ? null : d.lastError.slice(0, 4000),
       };
