@@ -14,7 +14,10 @@
  * - `cut()` freezes one consistent moment of the disk (point-in-time where the
  *   capability says so) and reports the extents changed since the previous
  *   committed cut, with their data as of that moment. Writes made after cut()
- *   returns belong to the next cut.
+ *   returns belong to the next cut. Without `pointInTime` (scan), the disk is
+ *   read while changes() is iterated: a write made before an extent is read
+ *   may show in it already (and is then not reported again); writes made after
+ *   changes() ends always belong to the next cut.
  * - A cut is either committed (its changes are durably shipped: the tracker may
  *   forget them and the digest map now holds them) or aborted (every change it
  *   reported is reported again by the next cut, possibly merged with newer
