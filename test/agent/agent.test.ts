@@ -407,3 +407,34 @@ describe('agent: app-consistent cuts', () => {
     await h.stop();
   });
 });
+
+describe('agent: configuration from the vault', () => {
+  it('a new process-server address in a heartbeat answer ends the connection and the agent reconnects there', async () => {
+    h = new Harness({ config: { crashConsistentFrequencySeconds: 10 } });
+    h.fill(0, 8 * KiB);
+    h.start();
+    await h.untilCommitted(1);
+    assert.equal(h.ps.connections.length, 1);
+    h.vault.config = { ...h.vault.config, processServer: { host: '10.0.0.9', port: 9444, serverName: 'ps2' } };
+    await h.clock.advance(5_100);
+    await h.clock.until(() => h!.ps.connections.length === 2, 'a second connection');
+    assert.deepEqual(h.ps.current?.request.processServer, { host: '10.0.0.9', port: 9444, serverName: 'ps2' });
+    h.fill(64 * KiB, 4 * KiB);
+    await h.clock.advance(10_100);
+    await h.untilCommitted(2);
+    assert.deepEqual(h.replica(), h.disk.read(0, h.disk.sizeBytes));
+    assert.deepEqual(new StateDir(h.dir.path).config()?.processServer.port, 9444, 'the new config is kept for the next start');
+    await h.stop();
+  });
+
+  it('a shorter crashConsistentFrequencySeconds from the vault applies at once', async () => {
+    h = new Harness({ config: { crashConsistentFrequencySeconds: 3600 } });
+    h.start();
+    await h.untilCommitted(1);
+    h.vault.config = { ...h.vault.config, crashConsistentFrequencySeconds: 2 };
+    await h.clock.advance(5_100);
+    await h.clock.advance(2_100);
+    assert.ok(h.count('cut-committed') >= 2);
+    await h.stop();
+  });
+});
