@@ -243,8 +243,11 @@ export function trackerContractSuite(name: string, factory: () => Promise<Tracke
     await c1.abort();
     const c2 = await d.tracker.cut();
     assert.notEqual(c2.id, c1.id, 'every cut has its own id');
+    assert.ok(Number.isFinite(c2.estimatedBytes) && c2.estimatedBytes >= 0, 'estimatedBytes is a byte count');
     await drain(c2, d.sizeBytes);
     await c2.commit();
+    await d.tracker.close();
+    await d.tracker.close(); // idempotent
   });
 
   withDisk('after a restart following a commit: continuous, or a full compare that reports only what differs', async (d) => {
