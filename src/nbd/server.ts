@@ -1,4 +1,5 @@
-import { createServer } from 'node:net';
+import { rm, stat } from 'node:fs/promises';
+import { connect, createServer } from 'node:net';
 import type { Server, Socket } from 'node:net';
 import type { BlockSource } from '../core/block-source.js';
 import { LifeboatError } from '../core/errors.js';
@@ -132,7 +133,35 @@ function positiveInteger(name: string, value: number): number {
   return value;
 }
 
-function bind(server: Server, listen: NbdListen): Promise<NbdAddress> {
+async function bind(server: Server, listen: NbdListen): Promise<NbdAddress> {
+  try {
+    return await bindOnce(server, listen);
+  } catch (err) {
+    // A socket file left by a killed process: nobody answers on it, so it may be replaced.
+    if (!('socketPath' in listen) || !(await isStaleSocket(listen.socketPath))) throw err;
+    await rm(listen.socketPath, { force: true });
+    return bindOnce(server, listen);
+  }
+}
+
+/** True when `path` is a Unix socket that refuses connections (its server is gone). */
+async function isStaleSocket(path: string): Promise<boolean> {
+  try {
+    if (!(await stat(path)).isSocket()) return false;
+  } catch {
+    return false;
+  }
+  return new Promise<boolean>((resolve) => {
+    const probe = connect({ path });
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(false);
+    });
+    probe.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED'));
+  });
+}
+
+function bindOnce(server: Server, listen: NbdListen): Promise<NbdAddress> {
   return new Promise<NbdAddress>((resolve, reject) => {
     const onError = (err: Error): void =>
       reject(new LifeboatError('CONFIG_INVALID', 'NBD server cannot listen on the address', { cause: err, details: { ...listen } }));
