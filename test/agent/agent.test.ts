@@ -6,6 +6,10 @@ import { StateDir } from '../../src/agent/state.js';
 import { LifeboatError } from '../../src/core/errors.js';
 import { SEGMENT_APP_CONSISTENT, SEGMENT_CONTINUES, SEGMENT_PARTIAL } from '../../src/format/segment.js';
 import type { OutgoingSegment } from '../../src/protocol/messages.js';
+import { Agent, type AgentEvent } from '../../src/agent/agent.js';
+import { parseAgentFileConfig } from '../../src/agent/config.js';
+import { FakeDisk } from '../../src/changetracking/fake/fake-tracker.js';
+import { agentConfig, FakeClock, FakeProcessServer, FakeVault, ITEM_ID, replay, tempDir } from './fakes.js';
 import { Harness, STORE_DISK } from './harness.js';
 
 const KiB = 1024;
@@ -436,5 +440,56 @@ describe('agent: configuration from the vault', () => {
     await h.clock.advance(2_100);
     assert.ok(h.count('cut-committed') >= 2);
     await h.stop();
+  });
+});
+
+describe('agent: several disks', () => {
+  it('ships every disk over one connection, each with its own numbering, and fences only the disk the process server names', async () => {
+    const clock = new FakeClock();
+    const disks = { a: new FakeDisk({ sizeBytes: 64 * KiB, clock: clock.now }), b: new FakeDisk({ sizeBytes: 128 * KiB, clock: clock.now }) };
+    disks.a.write(0, Buffer.alloc(8 * KiB, 1));
+    disks.b.write(64 * KiB, Buffer.alloc(8 * KiB, 2));
+    const ps = new FakeProcessServer(clock.now);
+    const vault = new FakeVault(agentConfig({ disks: [{ name: 'a', storeDisk: `${ITEM_ID}.a` }, { name: 'b', storeDisk: `${ITEM_ID}.b` }] }));
+    const dir = tempDir('agent-2');
+    const events: AgentEvent[] = [];
+    const agent = new Agent({
+      stateDir: dir.path,
+      config: parseAgentFileConfig({ disks: [{ name: 'a', tracker: { kind: 'qemu' } }, { name: 'b', tracker: { kind: 'qemu' } }] }),
+      initialConfig: vault.config,
+      identity: { machineId: 'machine-1', itemId: ITEM_ID, credential: 'c' },
+      vault,
+      connect: ps.connect,
+      openTracker: async (d) => disks[d.name as 'a' | 'b'].tracker(),
+      clock,
+      onEvent: (e) => events.push(e),
+    });
+    const stop = new AbortController();
+    let done = false;
+    const running = agent.run(stop.signal).then(() => (done = true));
+    try {
+      await clock.until(() => events.filter((e) => e.event === 'cut-committed').length >= 2, 'both disks');
+      assert.equal(ps.connections.length, 1);
+      assert.deepEqual(
+        ps.current?.request.disks.map((d) => d.disk),
+        [`${ITEM_ID}.a`, `${ITEM_ID}.b`],
+      );
+      assert.deepEqual(replay(ps.stored(`${ITEM_ID}.a`, 1), 64 * KiB).bytes, disks.a.read(0, 64 * KiB));
+      assert.deepEqual(replay(ps.stored(`${ITEM_ID}.b`, 1), 128 * KiB).bytes, disks.b.read(0, 128 * KiB));
+      assert.equal(ps.stored(`${ITEM_ID}.b`, 1)[0]?.sequence, 1);
+      ps.fence(`${ITEM_ID}.b`, 2);
+      ps.drop();
+      disks.a.write(0, Buffer.alloc(4 * KiB, 9));
+      await clock.advance(40_000);
+      assert.equal(agent.status().disks.find((d) => d.name === 'b')?.fenced, true);
+      assert.equal(agent.status().disks.find((d) => d.name === 'a')?.fenced, false);
+      assert.deepEqual(ps.current?.request.disks.map((d) => d.disk), [`${ITEM_ID}.a`]);
+      assert.deepEqual(replay(ps.stored(`${ITEM_ID}.a`, 1), 64 * KiB).bytes, disks.a.read(0, 64 * KiB));
+    } finally {
+      stop.abort();
+      await clock.until(() => done, 'stop');
+      await running;
+      dir.cleanup();
+    }
   });
 });
