@@ -6,6 +6,12 @@ import type { FreezeSpec } from './config.js';
 /** Runs one command (no shell). Resolves with its exit code; when `signal` aborts the command is killed and the promise resolves (code null). */
 export interface CommandRunner {
   run(command: string, args: readonly string[], signal: AbortSignal): Promise<{ readonly code: number | null; readonly stderr: string }>;
+  /**
+   * Starts a process outside the agent that runs `fsfreeze -u` on `mountPoints`
+   * after `afterMs`, so the filesystems are thawed even if the agent itself is
+   * killed while they are frozen. Returns a function that cancels it.
+   */
+  watchdog?(fsfreeze: string, mountPoints: readonly string[], afterMs: number): () => void;
 }
 
 /** The real runner: child_process.spawn, SIGKILL on abort (a hung script must not keep the filesystems frozen). */
@@ -31,6 +37,20 @@ export const processRunner: CommandRunner = {
         resolve({ code, stderr });
       });
     }),
+  watchdog: (fsfreeze, mountPoints, afterMs) => {
+    // sh -c 'sleep S; fsfreeze -u "$1"; fsfreeze -u "$2" ...' in its own process group: it outlives a killed agent.
+    const script = `sleep ${Math.max(1, Math.ceil(afterMs / 1000))}; for mp in "$@"; do ${JSON.stringify(fsfreeze)} -u "$mp" 2>/dev/null; done`;
+    const child = spawn('sh', ['-c', script, 'lifeboat-thaw-watchdog', ...mountPoints], { detached: true, stdio: 'ignore' });
+    child.on('error', () => undefined);
+    child.unref();
+    return () => {
+      try {
+        if (child.pid !== undefined && child.exitCode === null) process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    };
+  },
 };
 
 export interface FrozenResult<T> {
@@ -80,6 +100,8 @@ export class Freezer {
       await thaw();
     });
 
+    // A second line of defence outside this process: thaws a little after the timer would, if the agent dies while frozen.
+    const cancelWatchdog = this.spec.mountPoints.length > 0 ? this.runner.watchdog?.(this.fsfreeze, this.spec.mountPoints, this.spec.timeoutMs + 1000) : undefined;
     let ready = false;
     let value: T | undefined;
     let ran = false;
@@ -107,6 +129,7 @@ export class Freezer {
       failures.push((err as Error).message);
     } finally {
       await thaw();
+      cancelWatchdog?.();
       finished.abort();
       await timer;
       if (this.spec.preScripts.length > 0 || this.spec.postScripts.length > 0) {

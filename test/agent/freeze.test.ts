@@ -31,6 +31,30 @@ function runner(hang: string[] = []): CommandRunner & { calls: string[]; killed:
   };
 }
 
+/** A fresh ext4 on a loop device, mounted for the test and unmounted after (thawed first if a test left it frozen). */
+function loopExt4(t: { after: (fn: () => void) => void }): string {
+  if (process.getuid?.() !== 0) throw new Error('this test needs root (losetup, mount, fsfreeze): run the suite as root in the CI container');
+  requireTool('fsfreeze', 'util-linux');
+  requireTool('mkfs.ext4', 'e2fsprogs');
+  const dir = tempDir('freeze');
+  const image = join(dir.path, 'fs.img');
+  const mnt = join(dir.path, 'mnt');
+  mkdirSync(mnt);
+  execFileSync('truncate', ['-s', '64M', image]);
+  execFileSync('mkfs.ext4', ['-q', '-F', image]);
+  execFileSync('mount', ['-o', 'loop', image, mnt]);
+  t.after(() => {
+    try {
+      execFileSync('fsfreeze', ['-u', mnt], { stdio: 'ignore' });
+    } catch {
+      // not frozen: as expected
+    }
+    execFileSync('umount', [mnt]);
+    dir.cleanup();
+  });
+  return mnt;
+}
+
 describe('freezer', () => {
   it('runs pre-scripts, freezes every mount point, cuts, thaws in reverse, runs post-scripts', async () => {
     const r = runner();
@@ -88,25 +112,7 @@ describe('freezer', () => {
   });
 
   it('real fsfreeze on a loop-mounted ext4: a write blocks while frozen, and the timer thaws it', async (t) => {
-    if (process.getuid?.() !== 0) throw new Error('this test needs root (losetup, mount, fsfreeze): run the suite as root in the CI container');
-    requireTool('fsfreeze', 'util-linux');
-    requireTool('mkfs.ext4', 'e2fsprogs');
-    const dir = tempDir('freeze');
-    const image = join(dir.path, 'fs.img');
-    const mnt = join(dir.path, 'mnt');
-    mkdirSync(mnt);
-    execFileSync('truncate', ['-s', '64M', image]);
-    execFileSync('mkfs.ext4', ['-q', '-F', image]);
-    execFileSync('mount', ['-o', 'loop', image, mnt]);
-    t.after(() => {
-      try {
-        execFileSync('fsfreeze', ['-u', mnt], { stdio: 'ignore' });
-      } catch {
-        // not frozen: as expected
-      }
-      execFileSync('umount', [mnt]);
-      dir.cleanup();
-    });
+    const mnt = loopExt4(t);
     writeFileSync(join(mnt, 'before'), 'x');
     const f = new Freezer({ mountPoints: [mnt], preScripts: [], postScripts: [], timeoutMs: 1500 }, systemClock, processRunner);
     let writerDoneWhileFrozen = true;
@@ -126,5 +132,20 @@ describe('freezer', () => {
     assert.equal(result.appConsistent, false, 'thawed by the timer: not app-consistent');
     assert.equal(result.error?.code, 'FREEZE_FAILED');
     execFileSync('sh', ['-c', `echo after > ${join(mnt, 'after')}`], { timeout: 5000 }); // thawed: writes go through
+  });
+
+  it('an agent killed (SIGKILL) while frozen: the watchdog outside it thaws the filesystem', async (t) => {
+    const mnt = loopExt4(t);
+    const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'freeze-child.ts'), mnt, '1000'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((res, rej) => {
+      child.stdout.on('data', (d: Buffer) => d.toString().includes('frozen') && res());
+      child.on('exit', (code) => rej(new Error(`the freezing child exited (${code}) before freezing`)));
+    });
+    child.kill('SIGKILL');
+    const started = Date.now();
+    // Blocks while frozen; the watchdog (timeout + 1 s, rounded up to whole seconds) thaws it.
+    execFileSync('sh', ['-c', `echo after > ${join(mnt, 'after-kill')}`], { timeout: 15_000 });
+    const waitedMs = Date.now() - started;
+    assert.ok(waitedMs > 500, `the write went through after ${waitedMs} ms: the filesystem was not frozen`);
   });
 });
