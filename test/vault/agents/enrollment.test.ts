@@ -124,9 +124,10 @@ describe('agent enrollment', () => {
     assert.equal((await v.server.repos.items.get(a.itemId)).initialReplicationPercent, 40);
     await beat(20); // out of order: progress never goes back
     assert.equal((await v.server.repos.items.get(a.itemId)).initialReplicationPercent, 40);
-    const agent = await v.server.repos.agents.findByItem(a.itemId);
-    assert.equal(agent?.disks[0]?.lagMs, 1200);
-    assert.equal(agent?.version, '0.1.0');
+    const agent = (await v.call('GET', `/api/v1/items/${a.itemId}/agent`, v.ownerToken)).json as { disks: { lagMs: number; state: string }[]; version: string };
+    assert.equal(agent.disks[0]?.lagMs, 1200);
+    assert.equal(agent.disks[0]?.state, 'initial');
+    assert.equal(agent.version, '0.1.0');
 
     const tokens = await v.tokensByRole();
     assert.equal((await v.call('POST', `/api/v1/items/${a.itemId}/pause`, tokens.reader, {})).status, 403);

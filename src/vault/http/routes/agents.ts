@@ -1,5 +1,5 @@
 import { LifeboatError } from '../../../core/errors.js';
-import type { ReplicationControl } from '../../../core/model.js';
+import type { Agent, ReplicationControl } from '../../../core/model.js';
 import { route, type ApiRequest } from '../route.js';
 import type { AgentConfig, AgentHeartbeat, EnrollInput, EnrollResult, ProcessServerEndpoint } from '../../services/agents.js';
 import type { AuditRecord, Principal, RouteModule } from '../types.js';
@@ -13,6 +13,8 @@ export interface AgentRoutesService {
   enroll(tokenId: string, input: EnrollInput): Promise<EnrollResult>;
   heartbeat(agentId: string, input: AgentHeartbeat): Promise<AgentConfig>;
   setControl(itemId: string, patch: Partial<Omit<ReplicationControl, 'itemId'>>): Promise<ReplicationControl>;
+  /** NOT_FOUND when no agent has enrolled for the item. */
+  agentOf(itemId: string): Promise<Agent>;
 }
 
 const endpointSchema = object({ host: { type: 'string' }, port: { type: 'integer' }, serverName: { type: 'string' } });
@@ -24,6 +26,29 @@ export const agentConfigSchema = object({
   appConsistentFrequencyMinutes: { type: 'integer' },
   disks: { type: 'array', items: object({ name: { type: 'string' }, storeDisk: { type: 'string' } }) },
   processServer: endpointSchema,
+});
+const agentSchema = object({
+  id: idString,
+  itemId: idString,
+  machineId: idString,
+  hostname: { type: 'string' },
+  version: { type: 'string', nullable: true },
+  certificateSerial: { type: 'string' },
+  certificateNotAfter: { type: 'string' },
+  enrolledAt: { type: 'string' },
+  lastHeartbeatAt: { type: 'string', nullable: true },
+  disks: {
+    type: 'array',
+    items: object({
+      name: { type: 'string' },
+      sizeBytes: { type: 'integer' },
+      state: { type: 'string' },
+      initialPercent: { type: 'number' },
+      ackedSequence: { type: 'integer' },
+      lagMs: { type: 'integer' },
+      lastError: { type: 'string', nullable: true },
+    }),
+  },
 });
 const controlSchema = object({ itemId: idString, paused: { type: 'boolean' }, throttleBytesPerSec: { type: 'integer' } });
 const bytes = { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER };
@@ -158,6 +183,16 @@ export function agentsRoutes(agents: AgentRoutesService, audit: (entry: AuditRec
         handler: async (req, principal) => agents.heartbeat(principal.id, req.body),
       });
 
+      route<{ id: string }>(app, {
+        id: 'items.agent',
+        method: 'GET',
+        url: '/api/v1/items/:id/agent',
+        permission: 'read',
+        summary: "The item's enrolled agent: certificate serial, last heartbeat, and each disk's replication state, lag and last error",
+        tags: ['agents'],
+        schema: { params: object({ id: idString }), response: { 200: agentSchema } },
+        handler: async (req) => agents.agentOf(req.params.id),
+      });
       route<{ id: string }>(app, {
         id: 'items.pause',
         method: 'POST',
