@@ -24,7 +24,7 @@ import { storeDiskName } from '../services/agents.js';
  * 2. retention: points whose capture is older than `retentionHours` are deleted, except the
  *    newest point and the newest app-consistent one;
  * 3. the item's RPO: now − the oldest of its disks' newest capture times, null while a disk
- *    has no point yet.
+ *    has no point yet; between runs it is kept up to date every few seconds from that time.
  * An item in initial replication whose disks all have a point becomes `protected` and its
  * "Finalize protection" job is queued, in one transaction.
  *
@@ -34,6 +34,8 @@ import { storeDiskName } from '../services/agents.js';
 export const REPLICATING_STATES: readonly ItemState[] = ['initial-replication', 'protected', 'test-failover', 'test-failover-cleanup'];
 /** A runaway journal (thousands of cuts pending) is worked off over several runs, not one. */
 const MAX_POINTS_PER_RUN = 1000;
+/** Between runs, a stored RPO is brought up to date once it is this far behind. */
+const RPO_REFRESH_SECONDS = 5;
 
 export interface ReplicaStores {
   openVaultStore(vaultId: string): Promise<Repository>;
@@ -76,6 +78,8 @@ export class ReplicaProcessor {
   private readonly running = new Map<string, Promise<ItemOutcome>>();
   /** Item id → the journal gap that stops one of its disks (cleared by a run without one). */
   private readonly gaps = new Map<string, string>();
+  /** Item id → the oldest of its disks' newest capture times (ms), as the last run found it. */
+  private readonly oldestNewestCapture = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
   private current: Promise<void> = Promise.resolve();
   private stopped = false;
@@ -118,7 +122,10 @@ export class ReplicaProcessor {
         const policy = policies.get(item.policyId);
         if (!policy) continue;
         const last = this.lastRunMs.get(item.id);
-        if (last !== undefined && now().getTime() - last < policy.crashConsistentFrequencySeconds * 1000) continue;
+        if (last !== undefined && now().getTime() - last < policy.crashConsistentFrequencySeconds * 1000) {
+          await this.refreshRpo(item);
+          continue;
+        }
         await this.processNow(item.id).catch((err: unknown) => {
           this.options.logger?.error({ err, itemId: item.id }, 'replica processing failed');
         });
@@ -137,6 +144,19 @@ export class ReplicaProcessor {
       if (this.running.get(itemId) === next) this.running.delete(itemId);
     }).catch(() => undefined);
     return next;
+  }
+
+  /**
+   * Between runs the RPO keeps growing: it is recomputed from the capture time the last
+   * run found, and stored when it moved by RPO_REFRESH_SECONDS or more (not every second
+   * for every item), so the alert evaluator sees it within seconds, not a policy period.
+   */
+  private async refreshRpo(item: ReplicatedItem): Promise<void> {
+    const oldest = this.oldestNewestCapture.get(item.id);
+    if (oldest === undefined || this.running.has(item.id)) return;
+    const rpoSeconds = Math.max(0, Math.floor((this.options.now().getTime() - oldest) / 1000));
+    if (item.rpoSeconds !== null && Math.abs(rpoSeconds - item.rpoSeconds) < RPO_REFRESH_SECONDS) return;
+    await this.options.repos.items.update(item.id, { rpoSeconds });
   }
 
   private async process(itemId: string): Promise<ItemOutcome> {
@@ -161,9 +181,10 @@ export class ReplicaProcessor {
 
     const at = now().getTime();
     const newest = disks.map((d) => d.newest);
-    const rpoSeconds = newest.every((p) => p !== undefined)
-      ? Math.max(0, Math.floor((at - Math.min(...newest.map((p) => Date.parse(pointCapturedAt(p as PointManifest))))) / 1000))
-      : null;
+    const oldest = newest.every((p) => p !== undefined) ? Math.min(...newest.map((p) => Date.parse(pointCapturedAt(p as PointManifest)))) : undefined;
+    if (oldest === undefined) this.oldestNewestCapture.delete(item.id);
+    else this.oldestNewestCapture.set(item.id, oldest);
+    const rpoSeconds = oldest === undefined ? null : Math.max(0, Math.floor((at - oldest) / 1000));
     const fresh = await repos.items.get(item.id);
     if (fresh.rpoSeconds !== rpoSeconds) await repos.items.update(item.id, { rpoSeconds });
     let protectedNow = false;

@@ -256,7 +256,8 @@ export class AgentService {
       if (isLifeboatError(err, 'NOT_FOUND')) throw new LifeboatError('AGENT_UNAUTHORIZED', `machine ${agent.machineId} is no longer protected`);
       throw err;
     }
-    if (!ENROLLABLE.includes(item.state) || item.state === 'enabling') {
+    // 'enabling' too: the agent enrolls during the install step and may connect before the job's last step runs.
+    if (!ENROLLABLE.includes(item.state)) {
       throw new LifeboatError('AGENT_UNAUTHORIZED', `item ${item.id} does not replicate in state '${item.state}'`, {
         details: { machineId: agent.machineId, state: item.state },
       });

@@ -159,6 +159,10 @@ describe('replica processor', () => {
     assert.equal((await server.replica.processNow(itemId)).rpoSeconds, 2);
     await alerts.evaluateOnce();
     assert.equal((await server.repos.alerts.list({ open: true, kind: 'rpo-threshold-exceeded', subjectId: itemId })).length, 0);
+    // Between runs (the policy's 30 s have not passed) the stored RPO still follows the clock.
+    t += 10_000;
+    await server.replica.tick();
+    assert.equal((await server.repos.items.get(itemId)).rpoSeconds, 12);
   });
 
   it('retention: points older than retentionHours go, except the newest and the newest app-consistent one', async () => {
