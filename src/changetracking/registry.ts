@@ -46,7 +46,7 @@ function requirePath(spec: TrackerSpec): string {
 function builders(): ReadonlyMap<TrackerKind, TrackerBuilder> {
   const m = new Map<TrackerKind, TrackerBuilder>();
   m.set('scan', (spec, deps) => new ScanTracker({ path: requirePath(spec), stateDir: deps.stateDir, clock: deps.clock, replicaIsEmpty: deps.replicaIsEmpty }));
-  // journal: register the journal driver here (one line).
+  m.set('journal', async (spec, deps) => (await import('./journal/index.js')).journalTrackerFromSpec(spec, deps));
   // qemu: register the qemu driver here (one line).
   return m;
 }

@@ -10,8 +10,10 @@ import type { ChildProcess } from 'node:child_process';
 import { open, readFile, readdir, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { JournalTracker, openJournalTracker } from '../../src/changetracking/journal/index.js';
+import { JournalTracker, ServedJournalTracker, openJournalTracker } from '../../src/changetracking/journal/index.js';
 import type { JournalTrackerHandle } from '../../src/changetracking/journal/index.js';
+import { openTracker } from '../../src/changetracking/registry.js';
+import { isLifeboatError } from '../../src/core/errors.js';
 import type { ChangeTracker, Cut } from '../../src/changetracking/tracker.js';
 import { NBD_CMD_FLUSH, NBD_CMD_WRITE } from '../../src/nbd/protocol.js';
 import { makeTempDir, repoRoot, requireTool } from '../helpers/env.js';
@@ -245,6 +247,42 @@ describe('journal tracker: log and recovery rules', () => {
     }
   });
 
+  it('a full compare is point-in-time too: writes made while it reads (into data and into holes) do not show', async () => {
+    const f = await fixture(SIZE);
+    try {
+      const t = new JournalTracker({ imagePath: f.imagePath, stateDir: f.stateDir, bootId: async () => f.boot.id, replicaIsEmpty: true });
+      assert.equal((await t.open()).continuity, 'lost');
+      await t.target.write(0, Buffer.alloc(64 * KiB, 0x31), false);
+      await t.target.write(2 * MiB + 100, Buffer.alloc(5000, 0x32), false);
+      await t.target.write(SIZE - 4096, Buffer.alloc(4096, 0x33), false);
+      const atCut = await readFile(f.imagePath);
+      const cut = await t.cut();
+      assert.equal(cut.full, true);
+      const replica = Buffer.alloc(SIZE);
+      let first = true;
+      for await (const e of cut.changes()) {
+        if (first) {
+          // While the compare runs: overwrite data it has not read yet, and fill holes.
+          await t.target.write(2 * MiB, Buffer.alloc(12 * KiB, 0xee), false);
+          await t.target.write(SIZE - 8192, Buffer.alloc(8192, 0xef), false);
+          await t.target.write(1 * MiB, Buffer.alloc(4096, 0xed), false);
+          first = false;
+        }
+        e.data.copy(replica, e.offset);
+      }
+      await cut.commit();
+      assertSame(replica, atCut, 'the full compare shows the disk at cut()');
+      const next = await t.cut();
+      assert.equal(next.full, false, 'continuity is back after the committed full compare');
+      await applyCut(next, replica);
+      await next.commit();
+      assertSame(replica, await readFile(f.imagePath), 'the next cut carries the writes made during the compare');
+      await t.close();
+    } finally {
+      f.cleanup();
+    }
+  });
+
   it('overlapping concurrent writes reach the image in log order, so the cut and the image agree', async () => {
     const f = await fixture(SIZE);
     try {
@@ -281,6 +319,30 @@ describe('journal tracker end to end through NBD', () => {
       listen: { socketPath: join(f.dir, 'nbd.sock') },
     });
   }
+
+  it('is registered: openTracker builds it from a spec, open() serves the export, close() stops it', async () => {
+    const f = await fixture(4 * MiB);
+    try {
+      const deps = { stateDir: f.stateDir, clock: Date.now, replicaIsEmpty: true };
+      await assert.rejects(openTracker({ kind: 'journal', path: f.imagePath }, deps), (err) => isLifeboatError(err, 'CONFIG_INVALID'));
+      const t = await openTracker({ kind: 'journal', path: f.imagePath, socketPath: join(f.dir, 'reg.sock') }, deps);
+      assert.ok(t instanceof ServedJournalTracker);
+      assert.equal(t.kind, 'journal');
+      assert.deepEqual(t.capabilities, { pointInTime: true, exactExtents: true });
+      assert.equal((await t.open()).continuity, 'lost');
+      const first = await t.cut();
+      assert.deepEqual([...(await applyCut(first, Buffer.alloc(4 * MiB)))], [], 'an empty replica and an all-zero disk: nothing to ship');
+      await first.commit();
+      await run(qemuIo, ['-f', 'raw', '-c', 'write -P 0x42 8k 4k', t.uri]);
+      const cut = await t.cut();
+      assert.deepEqual([...(await applyCut(cut, Buffer.alloc(4 * MiB)))], [2]);
+      await cut.commit();
+      await t.close();
+      await assert.rejects(run(qemuIo, ['-f', 'raw', '-c', 'read 0 4k', `nbd+unix:///disk?socket=${join(f.dir, 'reg.sock')}`]));
+    } finally {
+      f.cleanup();
+    }
+  });
 
   it('qemu-io: each cut shows the disk at cut() even when the same blocks are rewritten before it is read', async () => {
     const SIZE = 64 * MiB;

@@ -8,6 +8,8 @@ import type { WritableBlockTarget } from '../../nbd/writable-target.js';
 import { DIGEST_BYTES, DigestMap, chunkDigestInto } from '../digest-map.js';
 import type { PendingDigests } from '../digest-map.js';
 import type { ChangedExtent, ChangeTracker, Cut, TrackerCapabilities, TrackerOpenResult } from '../tracker.js';
+import { DiskFile } from '../scan/disk-file.js';
+import { fullCompare } from '../scan/full-compare.js';
 import { ChangeLog, scanLog, writeAllAt } from './change-log.js';
 import type { ScannedRecord } from './change-log.js';
 import { CHUNK_BYTES, LOC_SNAPSHOT, LOC_ZERO, snapshotChunks } from './chunk-index.js';
@@ -47,6 +49,12 @@ export interface JournalTrackerOptions {
   readonly clock?: () => number;
   /** The machine's boot id; default /proc/sys/kernel/random/boot_id. */
   readonly bootId?: () => Promise<string>;
+  /**
+   * The replica is a new, all-zero disk (first start after enrollment): with no
+   * digest map yet, zero chunks are not shipped. Default false: every chunk is
+   * reported once (src/changetracking/registry.ts, TrackerDeps).
+   */
+  readonly replicaIsEmpty?: boolean;
 }
 
 const STATE_VERSION = 1;
@@ -54,8 +62,6 @@ const STATE_FILE = 'journal.json';
 /** Extents yielded by changes() are at most this long (the contract allows 16 MiB). */
 const MAX_EXTENT_BYTES = 4 * 1024 * 1024;
 const MAX_EXTENT_CHUNKS = MAX_EXTENT_BYTES / CHUNK_BYTES;
-/** Chunks a full compare reads at once. */
-const COMPARE_BATCH_CHUNKS = 256;
 /** Merged index locations: log ordinal × LOG_SPAN + position inside that log. */
 const LOG_SPAN = 2 ** 40;
 const ZERO_SLICE = Buffer.alloc(1024 * 1024);
@@ -185,7 +191,7 @@ export class JournalTracker implements ChangeTracker {
     }
     const stat = await this.image.stat();
     this.size = stat.size;
-    this.map = await DigestMap.open(join(stateDir, 'digests'));
+    this.map = await DigestMap.open(join(stateDir, 'digests'), { absent: this.options.replicaIsEmpty === true ? 'zero' : 'unknown' });
 
     const reasons: string[] = [];
     const clean = state?.cleanClose ?? null;
@@ -436,6 +442,7 @@ export class JournalTracker implements ChangeTracker {
     });
     const lastLog = logs.at(-1)?.number ?? 0;
     const cut = new JournalCut(this, makeCutId(full, lastLog), {
+      imagePath: this.options.imagePath,
       full,
       sizeBytes: this.size,
       capturedAtMs,
@@ -535,6 +542,7 @@ export class JournalTracker implements ChangeTracker {
 }
 
 interface CutParts {
+  readonly imagePath: string;
   readonly full: boolean;
   readonly sizeBytes: number;
   readonly capturedAtMs: number;
@@ -575,17 +583,20 @@ class JournalCut implements Cut {
     const { map, sizeBytes, snapshot } = this.parts;
     this.staging = await map.stage(this.id, sizeBytes);
     try {
-      const source = this.full ? this.compare() : this.fromLogs();
+      const source: AsyncIterable<ChangedExtent & { digests?: Buffer }> = this.full ? this.compare() : this.fromLogs();
       for await (const extent of source) {
         if (this.state !== 'open') throw new LifeboatError('INTERNAL', `cut ${this.id} was settled while its changes were read`);
         const first = extent.offset / CHUNK_BYTES;
-        const count = Math.ceil(extent.data.length / CHUNK_BYTES);
-        const digests = Buffer.allocUnsafe(count * DIGEST_BYTES);
-        for (let i = 0; i < count; i++) {
-          chunkDigestInto(extent.data.subarray(i * CHUNK_BYTES, (i + 1) * CHUNK_BYTES), digests, i * DIGEST_BYTES);
+        let digests = extent.digests;
+        if (digests === undefined) {
+          const count = Math.ceil(extent.data.length / CHUNK_BYTES);
+          digests = Buffer.allocUnsafe(count * DIGEST_BYTES);
+          for (let i = 0; i < count; i++) {
+            chunkDigestInto(extent.data.subarray(i * CHUNK_BYTES, (i + 1) * CHUNK_BYTES), digests, i * DIGEST_BYTES);
+          }
         }
         await this.staging.add(first, digests);
-        yield extent;
+        yield { offset: extent.offset, data: extent.data };
       }
       this.tracker.releaseSnapshot(snapshot);
       if (this.state !== 'open') throw new LifeboatError('INTERNAL', `cut ${this.id} was settled while its changes were read`);
@@ -631,42 +642,33 @@ class JournalCut implements Cut {
     }
   }
 
-  /** Full: every chunk through the snapshot, reported where its digest differs from the map's. */
-  private async *compare(): AsyncGenerator<ChangedExtent> {
-    const { map, snapshot, sizeBytes } = this.parts;
-    const total = Math.ceil(sizeBytes / CHUNK_BYTES);
-    const digest = Buffer.allocUnsafe(DIGEST_BYTES);
-    let run: Buffer[] = [];
-    let runStart = -1;
-    const take = (): ChangedExtent | null => {
-      if (runStart < 0) return null;
-      const extent = { offset: runStart * CHUNK_BYTES, data: Buffer.concat(run) };
-      run = [];
-      runStart = -1;
-      return extent;
-    };
-    for (let first = 0; first < total; first += COMPARE_BATCH_CHUNKS) {
-      const to = Math.min(total, first + COMPARE_BATCH_CHUNKS);
-      const data = await snapshot.read(first, to);
-      const known = await map.read(first, to - first);
-      for (let c = first; c < to; c++) {
-        const chunk = data.subarray((c - first) * CHUNK_BYTES, (c - first + 1) * CHUNK_BYTES);
-        chunkDigestInto(chunk, digest, 0);
-        const differs = !digest.equals(known.subarray((c - first) * DIGEST_BYTES, (c - first + 1) * DIGEST_BYTES));
-        if (differs && runStart >= 0 && runStart + run.length === c && run.length < MAX_EXTENT_CHUNKS) {
-          run.push(Buffer.from(chunk));
-          continue;
-        }
-        const done = take();
-        if (done !== null) yield done;
-        if (differs) {
-          runStart = c;
-          run = [Buffer.from(chunk)];
-        }
-      }
+  /**
+   * Full: the shared full compare (src/changetracking/scan/full-compare.ts) over
+   * the image as of the cut: data is read through the snapshot, holes are found
+   * with SEEK_DATA on the image and skipped (and released from the snapshot).
+   */
+  private async *compare(): AsyncGenerator<ChangedExtent & { digests: Buffer }> {
+    const { map, snapshot, sizeBytes, imagePath } = this.parts;
+    const holes = await DiskFile.open(imagePath);
+    try {
+      const source = {
+        sizeBytes,
+        read: async (offset: number, length: number): Promise<Buffer> => {
+          const data = await snapshot.read(offset / CHUNK_BYTES, Math.ceil((offset + length) / CHUNK_BYTES));
+          return data.subarray(0, length);
+        },
+        extents: async (offset: number, length: number): Promise<Extent[]> => {
+          const extents = await holes.extents(offset, Math.min(length, sizeBytes - offset));
+          for (const e of extents) {
+            if (e.zero) snapshot.consume(Math.ceil(e.offset / CHUNK_BYTES), Math.floor((e.offset + e.length) / CHUNK_BYTES));
+          }
+          return extents;
+        },
+      };
+      yield* fullCompare(source, map, { pool: null });
+    } finally {
+      await holes.close();
     }
-    const done = take();
-    if (done !== null) yield done;
   }
 
   async commit(): Promise<void> {

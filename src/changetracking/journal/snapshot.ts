@@ -4,7 +4,7 @@ import { CHUNK_BYTES } from './chunk-index.js';
 /**
  * A copy-on-write view of the image as it was at a cut, for the chunks the cut
  * must read from the image (chunks only partly covered by logged writes, or
- * every chunk for a full compare). Writes after the cut call beforeWrite()
+ * every chunk for a full compare, read in any order). Writes after the cut call beforeWrite()
  * before touching the image: the first write to a protected chunk that the cut
  * has not read yet copies the chunk's old content aside. The cut reads chunks
  * with read(); a chunk copied aside is served from the copy, and a chunk read
@@ -22,8 +22,10 @@ import { CHUNK_BYTES } from './chunk-index.js';
 export class Snapshot {
   private readonly copies = new Map<number, Buffer>();
   private readonly copying = new Map<number, Promise<void>>();
-  /** 'all' mode: chunks below this were read already. */
+  /** 'all' mode: chunks below this were read already... */
   private cursor = 0;
+  /** ...and so were these ranges beyond it (reads may complete out of order). */
+  private ahead: Array<[number, number]> = [];
   private released = false;
 
   constructor(
@@ -35,7 +37,25 @@ export class Snapshot {
 
   private isProtected(c: number): boolean {
     if (this.released) return false;
-    return this.protect === 'all' ? c >= this.cursor : this.protect.has(c);
+    if (this.protect !== 'all') return this.protect.has(c);
+    return c >= this.cursor && !this.ahead.some(([from, to]) => c >= from && c < to);
+  }
+
+  /**
+   * Chunks [from, to) are no longer needed as of the cut (read, or known to be a
+   * hole then: writes never punch holes, so a hole now was a hole at the cut).
+   */
+  consume(from: number, to: number): void {
+    if (this.protect !== 'all') {
+      for (let c = from; c < to; c++) this.protect.delete(c);
+      return;
+    }
+    for (let c = from; c < to; c++) this.copies.delete(c);
+    this.ahead.push([from, to]);
+    this.ahead.sort((a, b) => a[0] - b[0]);
+    while (this.ahead.length > 0 && (this.ahead[0] as [number, number])[0] <= this.cursor) {
+      this.cursor = Math.max(this.cursor, (this.ahead.shift() as [number, number])[1]);
+    }
   }
 
   /** Called before a write of [offset, offset+length) reaches the image. */
@@ -98,9 +118,8 @@ export class Snapshot {
         copy.copy(data, at, 0, Math.min(copy.length, data.length - at));
         this.copies.delete(c);
       }
-      if (this.protect !== 'all') this.protect.delete(c);
     }
-    if (this.protect === 'all') this.cursor = Math.max(this.cursor, to);
+    this.consume(from, to);
     return data;
   }
 
