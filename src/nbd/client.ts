@@ -1,7 +1,7 @@
 /**
  * An NBD client (NetworkBlockDevice/nbd doc/proto.md): fixed newstyle
- * negotiation, NBD_OPT_GO, structured replies, meta contexts, READ and
- * BLOCK_STATUS, over a Unix socket or TCP. It reads QEMU's point-in-time views
+ * negotiation, NBD_OPT_GO, structured replies, meta contexts, READ,
+ * BLOCK_STATUS, and WRITE/FLUSH for writable exports, over a Unix socket or TCP. It reads QEMU's point-in-time views
  * (qemu:dirty-bitmap:NAME, base:allocation) for the qemu change tracker, and
  * talks to our own server in tests.
  *
@@ -29,8 +29,10 @@ import {
   BASE_ALLOCATION,
   NBD_CMD_BLOCK_STATUS,
   NBD_CMD_DISC,
+  NBD_CMD_FLUSH,
   NBD_CMD_FLAG_REQ_ONE,
   NBD_CMD_READ,
+  NBD_CMD_WRITE,
   NBD_FLAG_C_FIXED_NEWSTYLE,
   NBD_FLAG_C_NO_ZEROES,
   NBD_FLAG_FIXED_NEWSTYLE,
@@ -200,7 +202,14 @@ interface PendingStatus extends PendingBase {
   readonly reject: (err: Error) => void;
 }
 
-type Pending = PendingRead | PendingStatus;
+/** A command answered with success or an error only (WRITE, FLUSH). */
+interface PendingAck extends PendingBase {
+  readonly kind: 'ack';
+  readonly resolve: () => void;
+  readonly reject: (err: Error) => void;
+}
+
+type Pending = PendingRead | PendingStatus | PendingAck;
 
 export class NbdClient {
   private readonly pending = new Map<bigint, Pending>();
@@ -311,6 +320,23 @@ export class NbdClient {
     return out;
   }
 
+  /** Writes `data` at `offset` (the export must be writable; the server's error is SOURCE_UNREADABLE). */
+  async write(offset: number, data: Buffer): Promise<void> {
+    this.checkRange(offset, data.length);
+    if (this.info.readOnly) throw new LifeboatError('USAGE', 'the NBD export is read-only', { details: { exportName: this.info.exportName } });
+    const max = this.info.maximumBlockBytes;
+    const parts: Array<Promise<void>> = [];
+    for (let at = 0; at < data.length; at += max) {
+      parts.push(this.ack(NBD_CMD_WRITE, offset + at, Math.min(max, data.length - at), data.subarray(at, at + max)));
+    }
+    await Promise.all(parts);
+  }
+
+  /** Asks the server to make completed writes durable. */
+  flush(): Promise<void> {
+    return this.ack(NBD_CMD_FLUSH, 0, 0);
+  }
+
   /** Waits for pending requests, says goodbye (NBD_CMD_DISC) and closes the socket. Idempotent. */
   close(): Promise<void> {
     this.closing ??= (async () => {
@@ -330,6 +356,14 @@ export class NbdClient {
       await this.replyLoopDone;
     })();
     return this.closing;
+  }
+
+  private ack(type: number, offset: number, length: number, payload?: Buffer): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const cookie = this.send(type, 0, offset, length, payload);
+      if (cookie === null) return reject(this.failure as LifeboatError);
+      this.pending.set(cookie, { kind: 'ack', cookie, offset, length, serverError: null, timer: this.requestTimer(cookie), resolve, reject });
+    });
   }
 
   private readOne(offset: number, length: number): Promise<Buffer> {
@@ -361,7 +395,7 @@ export class NbdClient {
   }
 
   /** Writes one request header; null when the connection is already gone. */
-  private send(type: number, flags: number, offset: number, length: number): bigint | null {
+  private send(type: number, flags: number, offset: number, length: number, payload?: Buffer): bigint | null {
     if (this.failure !== null) return null;
     const cookie = this.nextCookie++;
     const header = Buffer.alloc(REQUEST_HEADER_BYTES);
@@ -371,7 +405,7 @@ export class NbdClient {
     header.writeBigUInt64BE(cookie, 8);
     header.writeBigUInt64BE(BigInt(offset), 16);
     header.writeUInt32BE(length, 24);
-    this.socket.write(header);
+    this.socket.write(payload === undefined ? header : Buffer.concat([header, payload]));
     return cookie;
   }
 
@@ -437,8 +471,10 @@ export class NbdClient {
       );
     } else if (p.kind === 'read') {
       p.resolve(p.data);
-    } else {
+    } else if (p.kind === 'status') {
       p.resolve(p.extents as NbdStatusExtent[]);
+    } else {
+      p.resolve();
     }
     this.notifyIdle();
   }
@@ -459,7 +495,7 @@ export class NbdClient {
     } else if (p.kind === 'read') {
       (await this.inbox.read(p.length)).copy(p.data);
       p.covered = p.length;
-    } else {
+    } else if (p.kind === 'status') {
       throw protocolError('NBD server sent a simple reply to BLOCK_STATUS');
     }
     this.finish(p);

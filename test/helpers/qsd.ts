@@ -35,7 +35,10 @@ export interface QsdOptions {
 }
 
 export interface Qsd {
+  /** The monitor for the code under test (QEMU serves one client per monitor). */
   readonly qmpSocket: string;
+  /** A second monitor for the test itself. */
+  readonly testQmpSocket: string;
   readonly nbdSocket: string;
   readonly imagePath: string;
   readonly format: 'qcow2' | 'raw';
@@ -65,6 +68,7 @@ export async function startQsd(options: QsdOptions): Promise<Qsd> {
   const dir = resolve(options.dir);
   const imagePath = join(dir, options.imageName ?? `disk.${options.format}`);
   const qmpSocket = join(dir, 'qmp.sock');
+  const testQmpSocket = join(dir, 'qmp-test.sock');
   const nbdSocket = join(dir, 'nbd.sock');
   const nbd = options.nbd ?? true;
   if (!existsSync(imagePath)) {
@@ -72,6 +76,7 @@ export async function startQsd(options: QsdOptions): Promise<Qsd> {
   }
   // A killed daemon leaves its sockets behind.
   await rm(qmpSocket, { force: true });
+  await rm(testQmpSocket, { force: true });
   await rm(nbdSocket, { force: true });
 
   const args = [
@@ -79,6 +84,8 @@ export async function startQsd(options: QsdOptions): Promise<Qsd> {
     '--blockdev', `driver=${options.format},node-name=disk0,file=file0`,
     '--chardev', `socket,path=${qmpSocket},server=on,wait=off,id=qmp0`,
     '--monitor', 'chardev=qmp0',
+    '--chardev', `socket,path=${testQmpSocket},server=on,wait=off,id=qmp1`,
+    '--monitor', 'chardev=qmp1',
   ];
   if (nbd) {
     args.push('--nbd-server', `addr.type=unix,addr.path=${nbdSocket}`);
@@ -88,12 +95,26 @@ export async function startQsd(options: QsdOptions): Promise<Qsd> {
   let stderr = '';
   child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   child.stdout?.resume();
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  // A failed test must not hang the run on a daemon it never stopped: the daemon does not
+  // keep the test process alive, and dies with it.
+  child.unref();
+  (child.stdout as unknown as { unref?: () => void } | null)?.unref?.();
+  (child.stderr as unknown as { unref?: () => void } | null)?.unref?.();
+  running.add(child);
+  const exited = new Promise<void>((r) =>
+    child.once('exit', () => {
+      running.delete(child);
+      r();
+    }),
+  );
   await waitForSocket(qmpSocket, child, () => stderr);
+  // The NBD server comes up after the monitors.
+  if (nbd) await waitForSocket(nbdSocket, child, () => stderr);
 
   const writeUri = `nbd+unix:///rw?socket=${nbdSocket}`;
   return {
     qmpSocket,
+    testQmpSocket,
     nbdSocket,
     imagePath,
     format: options.format,
@@ -107,16 +128,23 @@ export async function startQsd(options: QsdOptions): Promise<Qsd> {
     },
     stop: async () => {
       if (child.exitCode !== null || child.signalCode !== null) return;
-      await quit(qmpSocket).catch(() => child.kill('SIGTERM'));
+      child.ref(); // keeps the test alive until the daemon is gone
+      await quit(testQmpSocket).catch(() => child.kill('SIGTERM'));
       await exited;
     },
     kill: async () => {
       if (child.exitCode !== null || child.signalCode !== null) return;
+      child.ref();
       child.kill('SIGKILL');
       await exited;
     },
   };
 }
+
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
 
 async function waitForSocket(path: string, child: ChildProcess, stderr: () => string): Promise<void> {
   const deadline = Date.now() + 15_000;
@@ -138,7 +166,7 @@ async function waitForSocket(path: string, child: ChildProcess, stderr: () => st
     await new Promise((r) => setTimeout(r, 20));
   }
   child.kill('SIGKILL');
-  throw new Error(`qemu-storage-daemon did not open its QMP socket within 15 s: ${stderr()}`);
+  throw new Error(`qemu-storage-daemon did not open ${path} within 15 s: ${stderr()}`);
 }
 
 /** Sends qmp_capabilities and quit on a fresh connection. */

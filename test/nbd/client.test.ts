@@ -36,7 +36,7 @@ describe('NBD client against qemu-storage-daemon', () => {
 
   before(async () => {
     qsd = await startQsd({ dir: tmp.path, format: 'qcow2', sizeBytes: 64 * MiB });
-    qmp = await QmpClient.connect({ socketPath: qsd.qmpSocket });
+    qmp = await QmpClient.connect({ socketPath: qsd.testQmpSocket });
     await qmp.execute('block-dirty-bitmap-add', { node: 'disk0', name: 'b0', granularity: 4096 });
     await qmp.execute('block-export-add', { type: 'nbd', id: 'bm', 'node-name': 'disk0', name: 'bm', writable: true, bitmaps: ['b0'] });
     await qsd.io(['write -P 0xab 8k 4k', 'write -P 0xcd 1M 12k', 'write -P 0xef 40M 1M', 'write -z 50M 64k']);

@@ -114,6 +114,11 @@ export class QmpClient {
     });
   }
 
+  /** True once the connection is gone (closed, failed or timed out). */
+  get closed(): boolean {
+    return this.failure !== null;
+  }
+
   /** Calls `listener` for every event until the returned function is called. */
   onEvent(listener: (event: QmpEvent) => void): () => void {
     this.listeners.add(listener);
@@ -121,10 +126,11 @@ export class QmpClient {
   }
 
   /**
-   * Resolves with the first event named `name` that satisfies `match`, arriving
-   * after this call. Start waiting before the command that causes the event.
+   * Resolves with the first event named `name` (or one of the names) that
+   * satisfies `match`, arriving after this call. Start waiting before the
+   * command that causes the event.
    */
-  waitForEvent(name: string, match: (data: Record<string, unknown>) => boolean = () => true, timeoutMs = this.timeoutMs): Promise<QmpEvent> {
+  waitForEvent(name: string | readonly string[], match: (data: Record<string, unknown>) => boolean = () => true, timeoutMs = this.timeoutMs): Promise<QmpEvent> {
     return new Promise<QmpEvent>((resolve, reject) => {
       const stop = (): void => {
         clearTimeout(timer);
@@ -133,10 +139,10 @@ export class QmpClient {
       };
       const timer = setTimeout(() => {
         stop();
-        reject(trackerError(`QEMU sent no ${name} event within ${timeoutMs} ms`, { event: name, socketPath: this.socketPath }));
+        reject(trackerError(`QEMU sent no ${String(name)} event within ${timeoutMs} ms`, { event: name, socketPath: this.socketPath }));
       }, timeoutMs);
       const unsubscribe = this.onEvent((event) => {
-        if (event.event === name && match(event.data)) {
+        if ((typeof name === 'string' ? event.event === name : name.includes(event.event)) && match(event.data)) {
           stop();
           resolve(event);
         }
