@@ -25,7 +25,7 @@ const ENROLLMENT_TOKEN = /^lbe_[A-Za-z0-9_-]{40,50}$/;
 const AGENT_CREDENTIAL = /^lba_[A-Za-z0-9_-]{40,50}$/;
 export const ENROLLMENT_TOKEN_TTL_MS = 24 * 3600 * 1000;
 /** A store disk is `<itemId>.<diskName>`; the whole must be a store disk name (≤ 128). */
-const DISK_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
+const DISK_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 /** States in which a machine may (re-)enroll its agent. */
 const ENROLLABLE: readonly ItemState[] = ['enabling', 'initial-replication', 'protected', 'test-failover', 'test-failover-cleanup', 'reprotected'];
 
@@ -280,7 +280,7 @@ function checkDisks(disks: readonly EnrollDisk[]): void {
   const errors: { in: 'body'; field: string; message: string }[] = [];
   const seen = new Set<string>();
   disks.forEach((d, i) => {
-    if (!DISK_NAME.test(d.name)) errors.push({ in: 'body', field: `/disks/${i}/name`, message: 'must be 1-63 of A-Z a-z 0-9 _ - and start with a letter or digit' });
+    if (!DISK_NAME.test(d.name)) errors.push({ in: 'body', field: `/disks/${i}/name`, message: 'must be 1-63 of A-Z a-z 0-9 . _ - and start with a letter or digit' });
     if (seen.has(d.name)) errors.push({ in: 'body', field: `/disks/${i}/name`, message: `duplicate disk name '${d.name}'` });
     seen.add(d.name);
   });

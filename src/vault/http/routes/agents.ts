@@ -169,8 +169,9 @@ export function agentsRoutes(agents: AgentRoutesService, audit: (entry: AuditRec
                   state: { type: 'string', enum: ['initial', 'resync', 'continuous', 'paused', 'error'] },
                   initialPercent: { type: 'number', minimum: 0, maximum: 100 },
                   ackedSequence: bytes,
-                  lagMs: bytes,
-                  lastError: { type: 'string', maxLength: 4096, nullable: true },
+                  lagMs: { type: 'number', minimum: 0, maximum: Number.MAX_SAFE_INTEGER },
+                  // Long errors are cut to 1,000 characters when stored, not refused: the heartbeat must get through.
+                  lastError: { type: 'string', maxLength: 65536, nullable: true },
                 }),
               },
               version,
