@@ -47,7 +47,7 @@ function builders(): ReadonlyMap<TrackerKind, TrackerBuilder> {
   const m = new Map<TrackerKind, TrackerBuilder>();
   m.set('scan', (spec, deps) => new ScanTracker({ path: requirePath(spec), stateDir: deps.stateDir, clock: deps.clock, replicaIsEmpty: deps.replicaIsEmpty }));
   m.set('journal', async (spec, deps) => (await import('./journal/index.js')).journalTrackerFromSpec(spec, deps));
-  // qemu: register the qemu driver here (one line).
+  m.set('qemu', async (spec, deps) => (await import('./qemu/index.js')).qemuTrackerFromSpec(spec, deps));
   return m;
 }
 

@@ -11,6 +11,7 @@ import { after, describe, it } from 'node:test';
 import { isLifeboatError } from '../../src/core/errors.js';
 import { QmpClient } from '../../src/changetracking/qemu/qmp.js';
 import { openQemuTracker } from '../../src/changetracking/qemu/qemu-tracker.js';
+import { openTracker } from '../../src/changetracking/registry.js';
 import type { ChangedExtent, ChangeTracker, Cut } from '../../src/changetracking/tracker.js';
 import { NbdClient } from '../../src/nbd/client.js';
 import { makeTempDir } from '../helpers/env.js';
@@ -367,6 +368,30 @@ describe('qemu tracker with qemu-storage-daemon', () => {
       }
     });
   }
+});
+
+describe('qemu tracker through the registry', () => {
+  it('builds from a spec; a missing option stops start-up; an empty replica gets no zeros', async () => {
+    const r = await rig('raw', 4 * MiB);
+    try {
+      const deps = { stateDir: join(r.dir, 'reg-state'), clock: () => 1234, replicaIsEmpty: true };
+      await assert.rejects(openTracker({ kind: 'qemu', node: 'disk0' }, deps), (err) => isLifeboatError(err, 'CONFIG_INVALID'));
+      const t = await openTracker({ kind: 'qemu', qmpSocket: r.qsd.qmpSocket, node: 'disk0', nbdSocket: r.qsd.nbdSocket }, deps);
+      try {
+        assert.equal(t.kind, 'qemu');
+        assert.equal((await t.open()).continuity, 'lost');
+        await r.qsd.io(['write -P 0x5a 1M 4k']);
+        const c = await t.cut();
+        assert.equal(c.capturedAtMs, 1234);
+        assert.deepEqual(ranges(await drain(c)), [[MiB, 4096]], 'only the written chunk, no zeros');
+        await c.commit();
+      } finally {
+        await t.close();
+      }
+    } finally {
+      await r.cleanup();
+    }
+  });
 });
 
 trackerContractSuite(

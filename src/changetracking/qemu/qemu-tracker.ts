@@ -27,11 +27,13 @@
 import { mkdir, open as openFile, readFile, rename } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { LifeboatError } from '../../core/errors.js';
-import { NbdClient } from '../../nbd/client.js';
+import { NbdClient, nbdBlockSource } from '../../nbd/client.js';
 import type { NbdStatusExtent } from '../../nbd/client.js';
 import { BASE_ALLOCATION, NBD_STATE_ZERO } from '../../nbd/protocol.js';
-import { CHUNK_BYTES, DIGEST_BYTES, DigestMap, ZERO_DIGEST, chunkDigestInto } from '../digest-map.js';
+import { CHUNK_BYTES, DIGEST_BYTES, DigestMap, chunkDigestInto } from '../digest-map.js';
 import type { PendingDigests } from '../digest-map.js';
+import { compareAndStage } from '../scan/full-compare.js';
+import type { CompareSource } from '../scan/full-compare.js';
 import type { ChangedExtent, ChangeTracker, Cut, TrackerCapabilities, TrackerOpenResult } from '../tracker.js';
 import { QmpClient } from './qmp.js';
 import { QemuView, viewNames } from './view.js';
@@ -54,14 +56,18 @@ export interface QemuTrackerOptions {
   readonly timeoutMs?: number;
   /** qemu-img, which creates the overlay. Default 'qemu-img' from PATH. */
   readonly qemuImg?: string;
+  /**
+   * The replica is a new all-zero disk (first start after enrollment): with no
+   * digest map yet, zero chunks are not shipped. Default false: every chunk is
+   * reported once.
+   */
+  readonly replicaIsEmpty?: boolean;
 }
 
 const STATE_FILE = 'qemu-tracker.json';
 const STATE_VERSION = 1;
 const BITMAP_PREFIX = 'lifeboat-';
 const MAX_EXTENT_BYTES = 16 * 1024 * 1024;
-/** Bytes a full compare reads per request; several are in flight. */
-const COMPARE_WINDOW_BYTES = 4 * 1024 * 1024;
 /** Reads kept in flight while changes() yields. */
 const READ_DEPTH = 4;
 const DIRTY = 1;
@@ -174,7 +180,7 @@ class QemuTracker implements ChangeTracker {
         timeoutMs: this.timeoutMs,
       });
     }
-    this.map ??= await DigestMap.open(this.options.stateDir);
+    this.map ??= await DigestMap.open(this.options.stateDir, { absent: this.options.replicaIsEmpty === true ? 'zero' : 'unknown' });
     const view = this.view as QemuView;
     const map = this.map;
     // A killed predecessor may have left its view behind.
@@ -395,7 +401,7 @@ class QemuCut implements Cut {
     readonly estimatedBytes: number,
     readonly client: NbdClient,
     readonly staging: PendingDigests,
-    /** Dirty extents (incremental) or base:allocation extents (full). */
+    /** Dirty extents (incremental; unused by a full cut). */
     private readonly extents: readonly NbdStatusExtent[],
   ) {}
 
@@ -403,6 +409,13 @@ class QemuCut implements Cut {
     if (this.iterated) throw new LifeboatError('INTERNAL', `changes() of cut ${this.id} may be iterated once`);
     this.iterated = true;
     return this.drain(this.full ? this.compareAll() : this.readDirty());
+  }
+
+  /** Full: the shared full compare over the view, holes (base:allocation) not read. */
+  private compareAll(): AsyncGenerator<ChangedExtent> {
+    const view = nbdBlockSource(this.client);
+    const source: CompareSource = { sizeBytes: this.sizeBytes, read: view.read, extents: view.extents };
+    return compareAndStage(source, this.tracker.digestMap, this.staging, { pool: null });
   }
 
   /** Passes the extents through; at the end the staged digests are sealed and the cut may commit. */
@@ -459,55 +472,6 @@ class QemuCut implements Cut {
     }
   }
 
-  /** Full: every chunk whose digest differs from the digest map, read window by window. */
-  private async *compareAll(): AsyncGenerator<ChangedExtent> {
-    const map = this.tracker.digestMap;
-    const windows: Array<{ offset: number; length: number; zero: boolean }> = [];
-    for (let at = 0; at < this.sizeBytes; at += COMPARE_WINDOW_BYTES) {
-      const length = Math.min(COMPARE_WINDOW_BYTES, this.sizeBytes - at);
-      windows.push({ offset: at, length, zero: this.allZero(at, length) });
-    }
-    const reads = windows.filter((w) => !w.zero);
-    const data = this.pipelined(reads)[Symbol.asyncIterator]();
-    for (const w of windows) {
-      let bytes: Buffer;
-      if (w.zero) {
-        bytes = Buffer.alloc(w.length);
-      } else {
-        const got = await data.next();
-        if (got.done) throw new LifeboatError('INTERNAL', 'full compare ran out of reads');
-        bytes = got.value.data;
-      }
-      const firstChunk = w.offset / CHUNK_BYTES;
-      const count = Math.ceil(w.length / CHUNK_BYTES);
-      const known = await map.read(firstChunk, count);
-      const digests = w.zero ? zeroDigests(count) : digestsOf(bytes);
-      let runStart = -1;
-      for (let i = 0; i <= count; i++) {
-        const differs = i < count && !digests.subarray(i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES).equals(known.subarray(i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES));
-        if (differs && runStart < 0) runStart = i;
-        if (!differs && runStart >= 0) {
-          const from = runStart * CHUNK_BYTES;
-          const to = Math.min(i * CHUNK_BYTES, w.length);
-          await this.staging.add(firstChunk + runStart, digests.subarray(runStart * DIGEST_BYTES, i * DIGEST_BYTES));
-          yield { offset: w.offset + from, data: bytes.subarray(from, to) };
-          runStart = -1;
-        }
-      }
-    }
-  }
-
-  /** True when base:allocation says [offset, offset+length) reads as zeros. */
-  private allZero(offset: number, length: number): boolean {
-    const end = offset + length;
-    for (const e of this.extents) {
-      if (e.offset + e.length <= offset) continue;
-      if (e.offset >= end) break;
-      if (!(e.flags & NBD_STATE_ZERO)) return false;
-    }
-    return true;
-  }
-
   private async stage(offset: number, data: Buffer): Promise<void> {
     await this.staging.add(offset / CHUNK_BYTES, digestsOf(data));
   }
@@ -537,11 +501,5 @@ function digestsOf(data: Buffer): Buffer {
   const count = Math.ceil(data.length / CHUNK_BYTES);
   const out = Buffer.allocUnsafe(count * DIGEST_BYTES);
   for (let i = 0; i < count; i++) chunkDigestInto(data.subarray(i * CHUNK_BYTES, (i + 1) * CHUNK_BYTES), out, i * DIGEST_BYTES);
-  return out;
-}
-
-function zeroDigests(count: number): Buffer {
-  const out = Buffer.allocUnsafe(count * DIGEST_BYTES);
-  for (let i = 0; i < count; i++) ZERO_DIGEST.copy(out, i * DIGEST_BYTES);
   return out;
 }
