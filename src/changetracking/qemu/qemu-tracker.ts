@@ -54,8 +54,6 @@ export interface QemuTrackerOptions {
   readonly clock?: () => number;
   /** Deadline for each QMP command and NBD request. Default 30 s. */
   readonly timeoutMs?: number;
-  /** qemu-img, which creates the overlay. Default 'qemu-img' from PATH. */
-  readonly qemuImg?: string;
   /**
    * The replica is a new all-zero disk (first start after enrollment): with no
    * digest map yet, zero chunks are not shipped. Default false: every chunk is
@@ -175,7 +173,6 @@ class QemuTracker implements ChangeTracker {
     if (this.qmp === null) {
       this.qmp = await QmpClient.connect({ socketPath: this.options.qmpSocket, timeoutMs: this.timeoutMs });
       this.view = new QemuView(this.qmp, viewNames(this.options.node, this.options.workDir), {
-        qemuImg: this.options.qemuImg ?? 'qemu-img',
         nbdSocket: this.options.nbdSocket,
         timeoutMs: this.timeoutMs,
       });

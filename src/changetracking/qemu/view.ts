@@ -10,16 +10,14 @@
  * process can find and remove what a killed one left (closeView is idempotent
  * and works from names alone).
  */
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { rm } from 'node:fs/promises';
+import { open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
+import type { BlockSource } from '../../core/block-source.js';
 import { LifeboatError } from '../../core/errors.js';
+import { writeQcow2 } from '../../export/qcow2.js';
 import type { QmpClient } from './qmp.js';
 import { qmpErrorClass } from './qmp.js';
-
-const execFileAsync = promisify(execFile);
 
 /** Dirty-bitmap granularity: one bit per 4 KiB chunk, the digest map's chunk. */
 export const BITMAP_GRANULARITY = 4096;
@@ -74,7 +72,7 @@ export class QemuView {
   constructor(
     private readonly qmp: QmpClient,
     readonly names: ViewNames,
-    private readonly options: { readonly qemuImg: string; readonly nbdSocket: string; readonly timeoutMs: number },
+    private readonly options: { readonly nbdSocket: string; readonly timeoutMs: number },
   ) {}
 
   /** Size, driver and dirty bitmaps of the disk node; TRACKER_FAILED when QEMU has no such node. */
@@ -142,9 +140,7 @@ export class QemuView {
   async openView(frozen: string, next: string, persistent: boolean, sizeBytes: number): Promise<void> {
     const { names } = this;
     try {
-      await execFileAsync(this.options.qemuImg, ['create', '-q', '-f', 'qcow2', names.overlayPath, String(sizeBytes)], {
-        timeout: this.options.timeoutMs,
-      });
+      await createEmptyQcow2(names.overlayPath, sizeBytes);
     } catch (err) {
       throw new LifeboatError('TRACKER_FAILED', `cannot create the fleecing overlay ${names.overlayPath}: ${(err as Error).message}`, {
         cause: err,
@@ -207,5 +203,25 @@ export class QemuView {
       await this.qmp.execute('blockdev-del', { 'node-name': names.fleeceNode });
     }
     await rm(names.overlayPath, { force: true });
+  }
+}
+
+/**
+ * Writes an empty qcow2 image of `sizeBytes` (header, refcounts, L1; no data
+ * clusters). In-process, so a cut does not wait for a qemu-img process; the
+ * backing is given at blockdev-add, not in the file.
+ */
+async function createEmptyQcow2(path: string, sizeBytes: number): Promise<void> {
+  const zeros: BlockSource = {
+    sizeBytes,
+    read: async (_offset, length) => Buffer.alloc(length),
+    extents: async (offset, length) => [{ offset, length, zero: true }],
+    close: async () => undefined,
+  };
+  const handle = await open(path, 'w', 0o600);
+  try {
+    await writeQcow2(zeros, handle);
+  } finally {
+    await handle.close();
   }
 }
