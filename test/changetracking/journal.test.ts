@@ -283,6 +283,33 @@ describe('journal tracker: log and recovery rules', () => {
     }
   });
 
+  it('two cut() calls at once: one gets the cut, the other CONFLICT; writes racing the rotation land in exactly one cut', async () => {
+    const f = await fixture(SIZE);
+    try {
+      const t = f.make();
+      const replica = await firstSync(t, SIZE);
+      const writes: Promise<void>[] = [];
+      for (let i = 0; i < 200; i++) writes.push(t.target.write((i % 100) * 8192, Buffer.alloc(4096, 1 + (i % 250)), false));
+      const results = await Promise.allSettled([t.cut(), t.cut()]);
+      for (let i = 200; i < 400; i++) writes.push(t.target.write((i % 100) * 8192 + 4096, Buffer.alloc(4096, 1 + (i % 250)), false));
+      const won = results.filter((r): r is PromiseFulfilledResult<Cut> => r.status === 'fulfilled');
+      const lost = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+      assert.equal(won.length, 1);
+      assert.ok(lost.length === 1 && isLifeboatError(lost[0]?.reason, 'CONFLICT'));
+      const cut = (won[0] as PromiseFulfilledResult<Cut>).value;
+      await applyCut(cut, replica);
+      await cut.commit();
+      await Promise.all(writes);
+      const next = await t.cut();
+      await applyCut(next, replica);
+      await next.commit();
+      assertSame(replica, await readFile(f.imagePath), 'after both cuts');
+      await t.close();
+    } finally {
+      f.cleanup();
+    }
+  });
+
   it('overlapping concurrent writes reach the image in log order, so the cut and the image agree', async () => {
     const f = await fixture(SIZE);
     try {

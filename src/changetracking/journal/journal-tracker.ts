@@ -127,6 +127,8 @@ export class JournalTracker implements ChangeTracker {
   private openResult: TrackerOpenResult | null = null;
   private opening: Promise<TrackerOpenResult> | null = null;
   private openCut: JournalCut | null = null;
+  /** cut() is between its checks and setting openCut. */
+  private cutting = false;
   private snapshot: Snapshot | null = null;
   /** While set, new writes wait (a cut is rotating the log). */
   private gate: Promise<void> | null = null;
@@ -420,7 +422,17 @@ export class JournalTracker implements ChangeTracker {
   async cut(): Promise<Cut> {
     const { image, map } = this.ready();
     if (this.openCut !== null) throw new LifeboatError('CONFLICT', `cut ${this.openCut.id} is still open: commit or abort it first`);
+    if (this.cutting) throw new LifeboatError('CONFLICT', 'another cut is being taken');
     if (this.failure !== null) throw trackerError('an earlier write failed; the journal needs a restart', this.failure);
+    this.cutting = true;
+    try {
+      return await this.takeCut(image, map);
+    } finally {
+      this.cutting = false;
+    }
+  }
+
+  private async takeCut(image: FileHandle, map: DigestMap): Promise<Cut> {
     if (this.pendingCutId !== null) await this.settle(this.pendingCutId, 'abort');
     const full = this.needsFull !== null;
     let merged: Map<number, number> = new Map();
