@@ -1,10 +1,15 @@
 import { DEFAULT_ALERT_RULES, evaluateAlerts, type AlertDecision, type AlertRules } from '../../core/alerts.js';
+import type { ItemState } from '../../core/model.js';
 import type { Repositories } from '../db/repositories/index.js';
+
+/** Items whose agent must be heartbeating. */
+const AGENT_HEARTBEAT_STATES: readonly ItemState[] = ['initial-replication', 'protected', 'test-failover', 'test-failover-cleanup'];
 
 /**
  * Applies the alert rules of src/core/alerts.ts to what the vault database knows
- * now: items with their policy's RPO threshold, configuration and process
- * servers' heartbeats, jobs, registration keys. Raising and clearing go through
+ * now: items with their policy's RPO threshold, configuration servers' and
+ * replicating agents' heartbeats, process servers' spools, journal gaps, jobs,
+ * registration keys. Raising and clearing go through
  * repos.alerts (one open alert per kind and subject), so evaluating twice changes
  * nothing. The clock is injected; the loop runs every `intervalMs`.
  */
@@ -40,12 +45,17 @@ export class AlertEvaluator {
       lastHeartbeatAt: s.lastHeartbeatAt,
       registeredAt: s.registeredAt,
     }));
+    // Agents of items that replicate forward heartbeat every 5 s: a silent one is lost like a silent server.
+    const replicating = new Set((await repos.items.list()).filter((i) => AGENT_HEARTBEAT_STATES.includes(i.state)).map((i) => i.id));
+    const agents = (await repos.agents.list())
+      .filter((a) => replicating.has(a.itemId))
+      .map((a) => ({ id: a.id, name: `the agent of ${a.hostname} (item ${a.itemId})`, lastHeartbeatAt: a.lastHeartbeatAt, registeredAt: a.enrolledAt }));
     const jobs = await repos.jobs.list();
     const keys = await repos.registrationKeys.list();
     const open = await repos.alerts.list({ open: true });
     const processServers = await repos.processServers.list();
     const journalGaps = this.options.journalGaps?.() ?? [];
-    const decision = evaluateAlerts({ now: at, items, servers: configServers, jobs, keys, open, processServers, journalGaps }, this.options.rules ?? DEFAULT_ALERT_RULES);
+    const decision = evaluateAlerts({ now: at, items, servers: [...configServers, ...agents], jobs, keys, open, processServers, journalGaps }, this.options.rules ?? DEFAULT_ALERT_RULES);
     const byId = new Map(open.map((a) => [a.id, a]));
     await repos.db.transaction(async () => {
       for (const c of decision.clear) {

@@ -185,6 +185,10 @@ describe('replica processor', () => {
     assert.deepEqual(server.replica.journalGaps().map((g) => g.subjectId), [itemId]);
     await alerts.evaluateOnce();
     assert.equal((await server.repos.alerts.list({ open: true, kind: 'journal-gap', subjectId: itemId })).length, 1);
+    // Two hours without a heartbeat from the item's agent: it is lost.
+    const agent = await server.repos.agents.findByItem(itemId);
+    const [lost] = await server.repos.alerts.list({ open: true, kind: 'heartbeat-lost', subjectId: agent!.id });
+    assert.match(String(lost?.message), /the agent of web/);
     await server.replica.tick(); // the loop carries on
   });
 });
