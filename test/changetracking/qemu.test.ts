@@ -370,6 +370,34 @@ describe('qemu tracker with qemu-storage-daemon', () => {
   }
 });
 
+describe('qemu tracker when QEMU dies under it', () => {
+  it('a cut open while the daemon is killed fails with TRACKER_FAILED; open() on the restarted daemon says lost', async () => {
+    const r = await rig('raw', 4 * MiB);
+    try {
+      const t = await r.tracker();
+      await t.open();
+      const c0 = await t.cut();
+      await drain(c0);
+      await c0.commit();
+      await r.qsd.io(['write -P 0x42 64k 4k']);
+      const c1 = await t.cut();
+      await r.restartQsd('kill');
+      await assert.rejects(drain(c1).then(() => c1.commit()), (err) => isLifeboatError(err, 'TRACKER_FAILED'));
+      await assert.rejects(t.cut(), (err) => isLifeboatError(err, 'TRACKER_FAILED') || isLifeboatError(err, 'CONFLICT'));
+      await t.close();
+      const t2 = await r.tracker();
+      const opened = await t2.open();
+      assert.equal(opened.continuity, 'lost');
+      const c2 = await t2.cut();
+      assert.equal(c2.full, true);
+      assert.ok((await drain(c2)).some((e) => e.offset === 64 * KiB), 'the write is found by the full compare');
+      await c2.commit();
+    } finally {
+      await r.cleanup();
+    }
+  });
+});
+
 describe('qemu tracker through the registry', () => {
   it('builds from a spec; a missing option stops start-up; an empty replica gets no zeros', async () => {
     const r = await rig('raw', 4 * MiB);

@@ -67,6 +67,19 @@ describe('NBD client against qemu-storage-daemon', () => {
     }
   });
 
+  it('writes and flushes through a writable export; the data reads back', async () => {
+    const client = await NbdClient.connect({ target: { socketPath: qsd.nbdSocket }, exportName: 'rw' });
+    try {
+      assert.equal(client.info.readOnly, false);
+      const data = Buffer.alloc(40 * MiB, 0x3c);
+      await client.write(60 * MiB, data.subarray(0, 64 * 1024));
+      await client.flush();
+      assert.ok((await client.read(60 * MiB, 64 * 1024)).equals(data.subarray(0, 64 * 1024)));
+    } finally {
+      await client.close();
+    }
+  });
+
   it('pipelines many reads and matches each reply to its request', async () => {
     const client = await NbdClient.connect({ target: { socketPath: qsd.nbdSocket }, exportName: 'rw' });
     try {
@@ -155,6 +168,17 @@ describe('NBD client against qemu-nbd (TCP) and our own server', () => {
       }
     });
   }
+
+  it('refuses to write to a read-only export before sending anything', async () => {
+    const client = await NbdClient.connect({ target: { host: '127.0.0.1', port: (server.address as { port: number }).port }, exportName: 'disk' });
+    try {
+      assert.equal(client.info.readOnly, true);
+      await assert.rejects(client.write(0, Buffer.alloc(4096, 1)), assertCode('USAGE'));
+      assert.ok((await client.read(0, 4096)).every((b) => b === 0xab), 'the connection is still usable');
+    } finally {
+      await client.close();
+    }
+  });
 
   it('close() says goodbye: our server sees the connection end', async () => {
     const client = await NbdClient.connect({ target: { host: '127.0.0.1', port: (server.address as { port: number }).port }, exportName: 'disk' });
