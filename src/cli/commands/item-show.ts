@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
-import type { ReplicatedItem } from '../../core/model.js';
+import { isLifeboatError } from '../../core/errors.js';
+import type { Agent, ReplicatedItem } from '../../core/model.js';
 import { connect } from '../api-client.js';
 import { emit, formatBytes, type Env } from '../context.js';
 import { apiCommand, type ApiFlags } from '../profile.js';
@@ -7,7 +8,13 @@ import { fields, seconds, table } from '../table.js';
 
 export function register(parent: Command, env: Env): void {
   apiCommand(parent, 'show <item>', 'show a replicated item: state, RPO, compute settings and disks').action(async (id: string, opts: ApiFlags) => {
-    const i = await connect(opts, env).get<ReplicatedItem>(`/api/v1/items/${encodeURIComponent(id)}`);
+    const client = connect(opts, env);
+    const i = await client.get<ReplicatedItem>(`/api/v1/items/${encodeURIComponent(id)}`);
+    // The enrolled agent, when there is one (NOT_FOUND before enrollment).
+    const agent = await client.get<Agent>(`/api/v1/items/${encodeURIComponent(i.id)}/agent`).catch((err: unknown) => {
+      if (isLifeboatError(err, 'NOT_FOUND')) return undefined;
+      throw err;
+    });
     const c = i.compute;
     emit(
       opts,
@@ -29,6 +36,18 @@ export function register(parent: Command, env: Env): void {
         ]),
         'disks:',
         table(['name', 'size'], i.disks.map((d) => [d.name, formatBytes(d.sizeBytes)]), '  none'),
+        agent
+          ? `agent: ${agent.hostname}, version ${agent.version ?? '-'}, last heartbeat ${agent.lastHeartbeatAt ?? 'never'}, certificate until ${agent.certificateNotAfter}`
+          : 'agent: not enrolled (lifeboat item enroll-token ITEM)',
+        ...(agent
+          ? [
+              table(
+                ['disk', 'state', 'initial', 'acked', 'lag', 'last error'],
+                agent.disks.map((d) => [d.name, d.state, `${Math.floor(d.initialPercent)}%`, d.ackedSequence, `${(d.lagMs / 1000).toFixed(1)} s`, d.lastError ?? '-']),
+                '  no disk reported yet',
+              ),
+            ]
+          : []),
       ].join('\n'),
     );
   });
