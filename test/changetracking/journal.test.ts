@@ -7,6 +7,8 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { open, readFile, readdir, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -21,6 +23,7 @@ import { startFio } from '../helpers/fio.js';
 import { run } from '../nbd/fixtures.js';
 import { RawNbdClient } from '../nbd/raw-client.js';
 import { trackerContractSuite } from './contract.js';
+import { LOG_HEADER_BYTES, RECORD_HEADER_BYTES, RecordType, decodeLogHeader, decodeRecordHeader, encodeLogHeader, encodeRecordHeader, recordCrcMatches } from '../../src/changetracking/journal/log-format.js';
 import type { TrackerUnderTest } from './contract.js';
 
 const KiB = 1024;
@@ -120,6 +123,48 @@ async function firstSync(t: ChangeTracker, sizeBytes: number): Promise<Buffer> {
 async function logFiles(stateDir: string): Promise<string[]> {
   return (await readdir(join(stateDir, 'logs'))).filter((n) => n.endsWith('.hrl')).sort();
 }
+
+describe('journal change log format, version 1', () => {
+  it('encodes the file header and a record byte for byte as docs/nbd.md says (data on disk is forever)', () => {
+    const header = encodeLogHeader({ number: 7, imageSizeBytes: 1 << 30, bootId: '1f7d89186e6440b78497ac99cba7ae85', createdAtMs: 1_795_656_000_000 });
+    assert.equal(header.length, LOG_HEADER_BYTES);
+    // magic, version 1, 64, 0, number 7, size 1 GiB, boot id, created at, 0, CRC-32.
+    assert.equal(
+      header.toString('hex'),
+      '4c4248524c4f4700' + '0100' + '4000' + '00000000' + '0700000000000000' + '0000004000000000' +
+        '1f7d89186e6440b78497ac99cba7ae85' + '00227015a2010000' + '00000000' + '64761a9d',
+    );
+    assert.deepEqual(decodeLogHeader(header), { number: 7, imageSizeBytes: 1 << 30, bootId: '1f7d89186e6440b78497ac99cba7ae85', createdAtMs: 1_795_656_000_000 });
+    const payload = Buffer.from('lifeboat');
+    const record = encodeRecordHeader(RecordType.WRITE, 1, 4096, payload.length, payload);
+    assert.equal(record.length, RECORD_HEADER_BYTES);
+    // "HRL1", WRITE, FUA, 0, offset 4096, length 8, payload 8, 0, CRC-32 over header and "lifeboat".
+    assert.equal(record.toString('hex'), '48524c31' + '01' + '01' + '0000' + '0010000000000000' + '08000000' + '08000000' + '00000000' + '02380c1a');
+    assert.ok(recordCrcMatches(record, payload));
+    assert.deepEqual(decodeRecordHeader(record), { type: 1, flags: 1, offset: 4096, length: 8, payloadBytes: 8, crc: record.readUInt32LE(28) });
+    const zero = encodeRecordHeader(RecordType.ZERO, 0, 8192, 12288, null);
+    assert.equal(zero.toString('hex'), '48524c31020000000020000000000000003000000000000000000000793a6fe0');
+    assert.deepEqual(decodeRecordHeader(zero), { type: 2, flags: 0, offset: 8192, length: 12288, payloadBytes: 0, crc: zero.readUInt32LE(28) });
+  });
+
+  it('refuses other versions, types and flipped bytes', () => {
+    const header = encodeLogHeader({ number: 1, imageSizeBytes: 4096, bootId: '0'.repeat(32), createdAtMs: 0 });
+    const v2 = Buffer.from(header);
+    v2.writeUInt16LE(2, 8);
+    assert.equal(typeof decodeLogHeader(v2), 'string', 'a changed version without a new CRC is a checksum failure');
+    const flipped = Buffer.from(header);
+    flipped[20] = 1;
+    assert.match(decodeLogHeader(flipped) as string, /checksum/);
+    const payload = Buffer.alloc(4096, 7);
+    const record = encodeRecordHeader(RecordType.WRITE, 0, 0, 4096, payload);
+    const badType = Buffer.from(record);
+    badType[4] = 9;
+    assert.match(decodeRecordHeader(badType) as string, /unknown record type/);
+    const badData = Buffer.from(payload);
+    badData[4095] = 8;
+    assert.equal(recordCrcMatches(record, badData), false);
+  });
+});
 
 describe('journal tracker: log and recovery rules', () => {
   const SIZE = 4 * MiB;
@@ -367,6 +412,78 @@ describe('journal tracker end to end through NBD', () => {
       await t.close();
       await assert.rejects(run(qemuIo, ['-f', 'raw', '-c', 'read 0 4k', `nbd+unix:///disk?socket=${join(f.dir, 'reg.sock')}`]));
     } finally {
+      f.cleanup();
+    }
+  });
+
+  it('ext4 through nbdfuse and a loop device, cuts while files are written: the replica is the same file system', async () => {
+    const nbdfuse = requireTool('nbdfuse', 'libnbd-bin');
+    const fusermount = requireTool('fusermount', 'fuse');
+    const losetup = requireTool('losetup', 'mount');
+    const mkfs = requireTool('mkfs.ext4', 'e2fsprogs');
+    const fsck = requireTool('fsck.ext4', 'e2fsprogs');
+    if (process.getuid?.() !== 0) throw new Error('this test mounts file systems and needs root');
+    const SIZE = 96 * MiB;
+    const f = await fixture(SIZE);
+    const h = await openJournalTracker({
+      imagePath: f.imagePath,
+      stateDir: f.stateDir,
+      bootId: async () => f.boot.id,
+      replicaIsEmpty: true,
+      listen: { socketPath: join(f.dir, 'nbd.sock') },
+    });
+    const undo: Array<() => Promise<unknown>> = [];
+    try {
+      const replica = await firstSync(h.tracker, SIZE);
+      const fuseFile = join(f.dir, 'fuse.img');
+      writeFileSync(fuseFile, '');
+      const fuse: ChildProcess = spawn(nbdfuse, [fuseFile, h.uri], { stdio: 'ignore' });
+      undo.push(async () => {
+        await run(fusermount, ['-u', fuseFile]).catch(() => undefined);
+        fuse.kill();
+      });
+      const deadline = Date.now() + 15_000;
+      while (statSync(fuseFile).size !== SIZE) {
+        if (Date.now() > deadline || fuse.exitCode !== null) throw new Error('nbdfuse did not mount');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const loop = (await run(losetup, ['-f', '--show', fuseFile])).trim();
+      undo.push(() => run(losetup, ['-d', loop]));
+      await run(mkfs, ['-q', '-F', loop]);
+      const mnt = join(f.dir, 'mnt');
+      mkdirSync(mnt);
+      await run('mount', [loop, mnt]);
+      undo.push(() => run('umount', [mnt]));
+      const files = new Map<string, string>();
+      let cuts = 0;
+      for (let i = 0; i < 12; i++) {
+        const body = randomBytes(256 * KiB + i * 4099);
+        await writeFile(join(mnt, `f${i}.bin`), body);
+        files.set(`f${i}.bin`, createHash('sha256').update(body).digest('hex'));
+        if (i % 3 === 1) await run('sync', []);
+        const cut = await h.tracker.cut(); // crash-consistent points while the file system is live
+        await applyCut(cut, replica);
+        await cut.commit();
+        cuts++;
+      }
+      for (const step of undo.splice(0).reverse()) await step();
+      const last = await h.tracker.cut();
+      await applyCut(last, replica);
+      await last.commit();
+      assertSame(replica, await readFile(f.imagePath), `replica after ${cuts + 1} cuts`);
+      const replicaPath = join(f.dir, 'replica.raw');
+      await writeFile(replicaPath, replica);
+      await run(fsck, ['-f', '-n', replicaPath]);
+      const loop2 = (await run(losetup, ['-f', '--show', '-r', replicaPath])).trim();
+      undo.push(() => run(losetup, ['-d', loop2]));
+      await run('mount', ['-o', 'ro', loop2, mnt]);
+      undo.push(() => run('umount', [mnt]));
+      for (const [name, digest] of files) {
+        assert.equal(createHash('sha256').update(await readFile(join(mnt, name))).digest('hex'), digest, name);
+      }
+    } finally {
+      for (const step of undo.reverse()) await step().catch(() => undefined);
+      await h.close();
       f.cleanup();
     }
   });
