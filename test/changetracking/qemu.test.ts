@@ -398,6 +398,35 @@ describe('qemu tracker when QEMU dies under it', () => {
   });
 });
 
+describe('qemu tracker on a QEMU without an NBD server', () => {
+  it('starts the NBD server on its private socket and cuts through it', async () => {
+    const tmp = makeTempDir('qemu-tracker-nonbd');
+    const qsd = await startQsd({ dir: tmp.path, format: 'qcow2', sizeBytes: 4 * MiB, nbd: false });
+    const nbdSocket = join(tmp.path, 'private-nbd.sock');
+    const t = await openQemuTracker({ qmpSocket: qsd.qmpSocket, node: qsd.node, workDir: join(tmp.path, 'work'), nbdSocket, stateDir: join(tmp.path, 'state') });
+    const qmp = await QmpClient.connect({ socketPath: qsd.testQmpSocket });
+    try {
+      await t.open();
+      // The guest's writes, through an export on the server the tracker started.
+      await qmp.execute('block-export-add', { type: 'nbd', id: 'rw', 'node-name': 'disk0', name: 'rw', writable: true });
+      const c0 = await t.cut();
+      await drain(c0);
+      await c0.commit();
+      const w = await NbdClient.connect({ target: { socketPath: nbdSocket }, exportName: 'rw' });
+      await w.write(128 * KiB, Buffer.alloc(8192, 7));
+      await w.close();
+      const c1 = await t.cut();
+      assert.deepEqual(ranges(await drain(c1)), [[128 * KiB, 8192]]);
+      await c1.commit();
+    } finally {
+      await qmp.close();
+      await t.close();
+      await qsd.stop();
+      tmp.cleanup();
+    }
+  });
+});
+
 describe('qemu tracker through the registry', () => {
   it('builds from a spec; a missing option stops start-up; an empty replica gets no zeros', async () => {
     const r = await rig('raw', 4 * MiB);
