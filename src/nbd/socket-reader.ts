@@ -62,6 +62,23 @@ export class SocketReader {
     });
   }
 
+  /**
+   * Resolves with exactly `bytes` bytes, gathered a slice at a time: for payloads
+   * larger than the high-water mark, which read() could never see buffered at once
+   * (the socket is paused above it).
+   */
+  async readLarge(bytes: number): Promise<Buffer> {
+    if (bytes <= this.highWaterBytes) return this.read(bytes);
+    const out = Buffer.allocUnsafe(bytes);
+    const sliceBytes = Math.max(1, Math.min(this.highWaterBytes, 1 << 20));
+    for (let at = 0; at < bytes; ) {
+      const n = Math.min(sliceBytes, bytes - at);
+      (await this.read(n)).copy(out, at);
+      at += n;
+    }
+    return out;
+  }
+
   /** Discards exactly `bytes` bytes, a slice at a time, without holding them all. */
   async skip(bytes: number): Promise<void> {
     const sliceBytes = Math.max(1, Math.min(this.highWaterBytes, 1 << 20));

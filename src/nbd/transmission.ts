@@ -90,7 +90,7 @@ export async function serveTransmission(
           });
         }
         // Only a write that will be applied is held in memory; the rest is discarded as it arrives.
-        if (session.export.writable && inRange(request, session.export.source.sizeBytes)) payload = await reader.read(request.length);
+        if (session.export.writable && inRange(request, session.export.source.sizeBytes)) payload = await reader.readLarge(request.length);
         else await reader.skip(request.length);
       }
       start(answer(request, payload, session, options));

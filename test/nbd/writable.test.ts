@@ -120,6 +120,14 @@ describe('NBD server with writable exports', () => {
     assert.ok(file.equals(expected), 'the backing file differs from what qemu-io wrote');
   });
 
+  it('takes writes up to the 32 MiB maximum block (larger than the socket read buffer)', async () => {
+    const out = await run(qemuIo, ['-f', 'raw', '-c', 'write -P 0x77 0 32M', '-c', 'write -P 0x78 512 9M', '-c', 'read -P 0x77 0 512', '-c', 'read -P 0x78 512 9M', '-c', 'read -P 0x77 9437696 24116736', server.uri('disk')]);
+    assert.doesNotMatch(out, /Pattern verification failed|failed|error/i, out);
+    const file = await readFile(imagePath);
+    assert.ok(file.subarray(0, 512).every((b) => b === 0x77) && file.subarray(512, 512 + 9 * MiB).every((b) => b === 0x78));
+    assert.ok(file.subarray(512 + 9 * MiB, 32 * MiB).every((b) => b === 0x77));
+  });
+
   it('nbdcopy and qemu-img convert copy an image into the export byte for byte', async () => {
     const src = join(tmp.path, 'random.raw');
     const content = randomBytes(SIZE);
