@@ -42,7 +42,7 @@ const ALERT_INTERVAL_MS = 5000;
 export const DEFAULT_PROCESS_SERVER_PORT = 9443;
 
 export interface VaultServerOptions {
-  /** Holds the SQLite database (and, later, keys and spools). Created 0700 if missing. */
+  /** Holds the SQLite database, the vault key and the CA (`pki/`). Created 0700 if missing. */
   readonly dataDir: string;
   /** `sqlite:///…` or `postgres://…`; default a SQLite file in dataDir. */
   readonly databaseUrl?: string;
@@ -128,6 +128,7 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
       logger,
       ...(options.replica?.tickMs === undefined ? {} : { tickMs: options.replica.tickMs }),
     });
+    // Routes authenticated by a credential in the body (registration, enrollment) record their own audit entries.
     const audit = async (entry: Parameters<typeof repos.auditLog.append>[0]): Promise<void> => void (await repos.auditLog.append(entry));
     const app = await buildApi({
       now,
@@ -160,7 +161,7 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
         jobsRoutes(new DbJobs(repos, now), options.jobs?.eventsPollMs === undefined ? {} : { eventsPollMs: options.jobs.eventsPollMs }),
         alertsRoutes(new DbAlerts(repos)),
         registrationKeysRoutes(registration),
-        configServersRoutes(registration, async (entry) => void (await repos.auditLog.append(entry)), now),
+        configServersRoutes(registration, audit, now),
         vaultCheckRoutes(new VaultChecks(repos, now)),
         agentsRoutes(agents, audit, now),
       ],
@@ -183,7 +184,7 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
       repos,
       now,
       onError: (err) => logger.error({ err }, 'job runner failed'),
-      handlers: options.jobs?.handlers ?? { ...defaultStepHandlers(installer ?? undefined), 'finalize-protection': finalize },
+      handlers: options.jobs?.handlers ?? { ...defaultStepHandlers(installer), 'finalize-protection': finalize },
       ...(options.jobs?.pollIntervalMs ? { pollIntervalMs: options.jobs.pollIntervalMs } : {}),
     });
     await runner.start();
