@@ -580,6 +580,43 @@ describe('journal tracker end to end through NBD', () => {
     }
   });
 
+  it('nbdcopy over 4 connections into the export while cuts are taken: replica, image and source agree', async () => {
+    const nbdcopy = requireTool('nbdcopy', 'libnbd-bin');
+    const SIZE = 128 * MiB;
+    const f = await fixture(SIZE);
+    const h = await serve(f);
+    try {
+      const replica = await firstSync(h.tracker, SIZE);
+      const source = join(f.dir, 'source.raw');
+      const content = randomBytes(SIZE);
+      content.fill(0, 16 * MiB, 48 * MiB);
+      await writeFile(source, content);
+      let done = false;
+      const copy = run(nbdcopy, ['--connections=4', '--requests=16', `--request-size=${MiB}`, source, h.uri]);
+      copy.then(
+        () => (done = true),
+        () => (done = true),
+      );
+      let cuts = 0;
+      while (!done) {
+        const cut = await h.tracker.cut();
+        await applyCut(cut, replica);
+        await cut.commit();
+        cuts++;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await copy;
+      const last = await h.tracker.cut();
+      await applyCut(last, replica);
+      await last.commit();
+      assertSame(await readFile(f.imagePath), content, 'image after nbdcopy');
+      assertSame(replica, content, `replica after ${cuts + 1} cuts`);
+    } finally {
+      await h.close();
+      f.cleanup();
+    }
+  });
+
   it('SIGKILL of the tracker process while writes are acknowledged: after a restart no acknowledged write is missing', async () => {
     const SIZE = 16 * MiB;
     const BLOCKS = 1024;
