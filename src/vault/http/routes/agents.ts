@@ -1,7 +1,7 @@
 import { LifeboatError } from '../../../core/errors.js';
 import type { Agent, ReplicationControl } from '../../../core/model.js';
 import { route, type ApiRequest } from '../route.js';
-import type { AgentConfig, AgentHeartbeat, EnrollInput, EnrollResult, ProcessServerEndpoint } from '../../services/agents.js';
+import type { AgentConfig, AgentHeartbeat, EnrollInput, EnrollResult } from '../../services/agents.js';
 import type { AuditRecord, Principal, RouteModule } from '../types.js';
 import { idString, object } from './schemas.js';
 
@@ -232,4 +232,3 @@ export function agentsRoutes(agents: AgentRoutesService, audit: (entry: AuditRec
   };
 }
 
-export type { ProcessServerEndpoint };
