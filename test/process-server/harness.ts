@@ -84,6 +84,48 @@ export class GatedStorage implements Storage {
   }
 }
 
+/** Storage that is down (every call STORAGE_UNAVAILABLE) while `down` is set: an outage. */
+export class OutageStorage implements Storage {
+  down = false;
+  failedCalls = 0;
+  readonly url: string;
+  readonly capabilities: Storage['capabilities'];
+
+  constructor(private readonly inner: Storage) {
+    this.url = inner.url;
+    this.capabilities = inner.capabilities;
+  }
+
+  private check(op: string): void {
+    if (!this.down) return;
+    this.failedCalls++;
+    throw new LifeboatError('STORAGE_UNAVAILABLE', `storage is down (${op})`);
+  }
+  async put(key: string, data: Uint8Array, options?: PutOptions): Promise<void> {
+    this.check('put');
+    return this.inner.put(key, data, options);
+  }
+  async get(key: string, range?: ByteRange): Promise<Buffer> {
+    this.check('get');
+    return this.inner.get(key, range);
+  }
+  async stat(key: string): Promise<ObjectInfo | undefined> {
+    this.check('stat');
+    return this.inner.stat(key);
+  }
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    this.check('list');
+    yield* this.inner.list(prefix);
+  }
+  delete(key: string): Promise<void> {
+    this.check('delete');
+    return this.inner.delete(key);
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
 export interface Pki {
   ca: TestCa;
   server: TestCertificate;
