@@ -108,6 +108,8 @@ interface DiskRuntime {
   estimatedBytes: number;
   lastCutAtMs: number;
   lastAppAttemptAtMs: number;
+  /** After a tracker failure no cut is taken before this (one crash interval): no busy retry. */
+  notBeforeMs: number;
   /** GENERATION_FENCED: not replicated until the vault gives a newer generation. */
   fenced: boolean;
   lastError: string | null;
@@ -197,6 +199,7 @@ export class Agent {
         estimatedBytes: 0,
         lastCutAtMs: state.lastCommitted?.capturedAtMs ?? 0,
         lastAppAttemptAtMs: state.lastAppConsistentAtMs ?? 0,
+        notBeforeMs: 0,
         fenced: false,
         lastError: null,
       };
@@ -218,7 +221,7 @@ export class Agent {
     const now = this.clock.now();
     const disks = this.disks.map((d): DiskReport => {
       let state: DiskReportState;
-      if (d.fenced) state = 'error';
+      if (d.fenced || !d.tracker) state = 'error';
       else if (this.config.paused) state = 'paused';
       else if (d.fullPending) state = d.state.lastCommitted === null ? 'initial' : 'resync';
       else state = 'continuous';
@@ -483,6 +486,12 @@ export class Agent {
 
   private async diskLoop(d: DiskRuntime, transport: Transport, signal: AbortSignal): Promise<void> {
     while (!signal.aborted && !d.fenced) {
+      if (!d.tracker) {
+        // The tracker failed and could not be reopened: try again every crash interval.
+        await this.clock.sleep(this.config.crashConsistentFrequencySeconds * 1000, AbortSignal.any([signal, this.wake.signal]));
+        if (!signal.aborted) await this.reopenTracker(d);
+        continue;
+      }
       if (this.config.paused) {
         await this.clock.sleep(1000, AbortSignal.any([signal, this.wake.signal]));
         continue;
@@ -491,7 +500,7 @@ export class Agent {
       const crashDue = d.lastCutAtMs + this.config.crashConsistentFrequencySeconds * 1000;
       const appEveryMs = this.config.appConsistentFrequencyMinutes * 60_000;
       const appDue = appEveryMs > 0 ? d.lastAppAttemptAtMs + appEveryMs : Infinity;
-      const due = d.fullPending ? now : Math.min(crashDue, appDue);
+      const due = Math.max(d.notBeforeMs, d.fullPending ? now : Math.min(crashDue, appDue));
       if (due > now) {
         await this.clock.sleep(due - now, AbortSignal.any([signal, this.wake.signal]));
         continue;
@@ -526,6 +535,7 @@ export class Agent {
       const e = isLifeboatError(err) ? err : new LifeboatError('TRACKER_FAILED', `disk ${name}: ${(err as Error).message}`, { cause: err });
       d.lastError = `${e.code}: ${e.message}`;
       d.lastCutAtMs = this.clock.now();
+      d.notBeforeMs = this.clock.now() + this.config.crashConsistentFrequencySeconds * 1000;
       this.emit({ event: 'disk-error', disk: name, code: e.code, message: e.message });
       await this.reopenTracker(d);
       return;
@@ -601,7 +611,11 @@ export class Agent {
         await Promise.allSettled(pending);
         if (sendFailure !== undefined) throw sendFailure;
         d.state = { ...d.state, nextSequence: sequence };
-        await this.dropCut(d, asLifeboatError(err, 'TRACKER_FAILED'));
+        const e = isLifeboatError(err) ? err : new LifeboatError('TRACKER_FAILED', `disk ${name}: ${(err as Error).message}`, { cause: err });
+        d.lastError = `${e.code}: ${e.message}`;
+        this.emit({ event: 'disk-error', disk: name, code: e.code, message: e.message });
+        d.notBeforeMs = this.clock.now() + this.config.crashConsistentFrequencySeconds * 1000;
+        await this.dropCut(d, e);
         return;
       }
       // The connection failed or was reset: the cut stays open; the next WELCOME says whether it arrived whole (recover()).
@@ -616,7 +630,8 @@ export class Agent {
     const last = open.lastSequence as number;
     await open.cut.commit();
     d.open = undefined;
-    if (open.cut.full) d.fullPending = false;
+    // Continuity is the tracker's from here on (a tracker that said `lost` made this cut full, per the contract).
+    d.fullPending = false;
     if (d.lastError && (!d.lastError.startsWith('FREEZE_FAILED') || open.appConsistent)) d.lastError = null;
     d.state = {
       ...d.state,
@@ -679,7 +694,8 @@ export class Agent {
       d.lastError = `${e.code}: ${e.message}`;
       this.emit({ event: 'disk-error', disk: d.spec.name, code: e.code, message: e.message });
     }
-    d.fullPending = true; // the contract: after a tracker failure the disk is compared again in full
+    // Whether the next cut is full is the reopened tracker's to say (open()'s continuity): the contract
+    // makes a tracker that failed compare the disk again in full.
   }
 
   private persist(d: DiskRuntime, inFlight: NonNullable<DiskState['inFlight']>): void {

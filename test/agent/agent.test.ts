@@ -493,3 +493,34 @@ describe('agent: several disks', () => {
     }
   });
 });
+
+describe('agent: tracker failures', () => {
+  it('a tracker that fails while its changes are read: the cut is aborted, the tracker reopened, the disk compared again; nothing acknowledged is lost', async () => {
+    h = new Harness({ maxSegmentBytes: 4 * KiB, config: { crashConsistentFrequencySeconds: 10 } });
+    h.fill(0, 16 * KiB);
+    h.start();
+    await h.untilCommitted(1);
+    h.fill(100 * KiB, 12 * KiB);
+    h.disk.failNextCut({ during: 'changes' });
+    await h.clock.advance(10_100);
+    await h.clock.until(() => h!.count('cut-aborted') === 1, 'the failed cut to be aborted');
+    assert.equal(h.of('disk-error')[0]?.code, 'TRACKER_FAILED');
+    await h.clock.advance(5_100);
+    assert.match(h.vault.lastReport?.disks[0]?.lastError ?? '', /^TRACKER_FAILED/);
+    await h.clock.advance(5_000);
+    await h.untilCommitted(2);
+    const stored = h.stored();
+    assert.deepEqual(
+      stored.map((s) => s.sequence),
+      stored.map((_, i) => i + 1),
+      'numbering stays contiguous across the aborted cut',
+    );
+    assert.deepEqual(h.replica(), h.disk.read(0, h.disk.sizeBytes));
+    h.disk.failNextCut({ during: 'cut' });
+    h.fill(200 * KiB, 4 * KiB);
+    await h.clock.advance(10_100);
+    await h.clock.advance(10_100);
+    await h.clock.until(() => h!.replica().equals(h!.disk.read(0, h!.disk.sizeBytes)), 'the replica to catch up after a failed cut()');
+    await h.stop();
+  });
+});
