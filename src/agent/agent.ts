@@ -221,7 +221,7 @@ export class Agent {
     const now = this.clock.now();
     const disks = this.disks.map((d): DiskReport => {
       let state: DiskReportState;
-      if (d.fenced || !d.tracker) state = 'error';
+      if (d.fenced || (this.started && !d.tracker)) state = 'error';
       else if (this.config.paused) state = 'paused';
       else if (d.fullPending) state = d.state.lastCommitted === null ? 'initial' : 'resync';
       else state = 'continuous';
