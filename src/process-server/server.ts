@@ -9,6 +9,8 @@ import { peerIdentity, Session, type SessionContext } from './session.js';
 import { Spool } from './spool.js';
 import { Uploader } from './uploader.js';
 
+export type { AgentGrant, ProcessServerBackend, ProcessServerLogger } from './backend.js';
+
 export interface ProcessServerOptions {
   /** Address to listen on (default all interfaces). */
   readonly host?: string;
