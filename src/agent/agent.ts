@@ -84,6 +84,13 @@ export interface AgentOptions {
   readonly onEvent?: (event: AgentEvent) => void;
 }
 
+/** A cut taken and not yet shipped. */
+interface TakenCut {
+  readonly cut: Cut;
+  /** Taken while every configured filesystem was frozen. */
+  readonly appConsistent: boolean;
+}
+
 /** A cut taken and not yet settled. */
 interface OpenCut {
   readonly cut: Cut;
@@ -102,6 +109,8 @@ interface DiskRuntime {
   /** A cut of a previous process the tracker still holds (open() said so). */
   pendingCutId?: string;
   open?: OpenCut;
+  /** Cut in an app-consistent round, waiting for this disk's loop to ship it. */
+  taken?: TakenCut;
   acked: number;
   sizeBytes: number;
   shippedBytes: number;
@@ -165,6 +174,8 @@ export class Agent {
   private connected = false;
   private started = false;
   private stopSignal: AbortSignal | undefined;
+  /** The app-consistent round under way, shared by the disks' loops. */
+  private round: Promise<void> | undefined;
 
   constructor(private readonly options: AgentOptions) {
     this.clock = options.clock ?? systemClock;
@@ -278,6 +289,11 @@ export class Agent {
       }
     }
     if (reset) this.resetSession();
+    this.wakeLoops();
+  }
+
+  /** Wakes every sleeping loop to look again (config changed, cuts of a round are waiting). */
+  private wakeLoops(): void {
     const wake = this.wake;
     this.wake = new AbortController();
     wake.abort();
@@ -298,7 +314,12 @@ export class Agent {
       await this.replicationLoop(signal);
     } finally {
       await heartbeats;
-      for (const d of this.disks) await d.tracker?.close().catch(() => undefined);
+      for (const d of this.disks) {
+        // Cut in a round and never shipped: nothing of it left the machine.
+        if (d.taken) await d.taken.cut.abort().catch(() => undefined);
+        d.taken = undefined;
+        await d.tracker?.close().catch(() => undefined);
+      }
       this.emit({ event: 'stopped' });
     }
   }
@@ -486,6 +507,13 @@ export class Agent {
 
   private async diskLoop(d: DiskRuntime, transport: Transport, signal: AbortSignal): Promise<void> {
     while (!signal.aborted && !d.fenced) {
+      if (d.taken) {
+        // Cut in an app-consistent round: ship it before anything else.
+        const taken = d.taken;
+        d.taken = undefined;
+        await this.shipCut(d, transport, taken, signal);
+        continue;
+      }
       if (!d.tracker) {
         // The tracker failed and could not be reopened: try again every crash interval.
         await this.clock.sleep(this.config.crashConsistentFrequencySeconds * 1000, AbortSignal.any([signal, this.wake.signal]));
@@ -505,41 +533,81 @@ export class Agent {
         await this.clock.sleep(due - now, AbortSignal.any([signal, this.wake.signal]));
         continue;
       }
-      await this.shipCut(d, transport, !d.fullPending && appDue <= now, signal);
+      if (!d.fullPending && appDue <= now) {
+        await this.appRound();
+        continue; // ships d.taken (or, if the tracker failed, waits)
+      }
+      const taken = await this.takeCut(d);
+      if (taken) await this.shipCut(d, transport, taken, signal);
     }
     if (signal.aborted) throw new Stop();
   }
 
-  /** Takes one cut (frozen when `wantApp`), ships it as segments and commits it after the last ACK. */
-  async shipCut(d: DiskRuntime, transport: Transport, wantApp: boolean, signal: AbortSignal): Promise<void> {
+  /** A crash-consistent cut of one disk; undefined when the tracker failed (handled: reported, reopened, retried later). */
+  private async takeCut(d: DiskRuntime): Promise<TakenCut | undefined> {
     const tracker = d.tracker;
     if (!tracker) throw new LifeboatError('INTERNAL', `disk ${d.spec.name} has no tracker`);
-    const name = d.spec.name;
-    let cut: Cut;
-    let appConsistent = false;
     try {
-      if (wantApp) {
-        d.lastAppAttemptAtMs = this.clock.now();
-        const r = await this.freezer.frozen(() => tracker.cut());
-        cut = r.value;
-        appConsistent = r.appConsistent;
-        if (r.error) {
-          d.lastError = `${r.error.code}: ${r.error.message}`;
-          this.emit({ event: 'freeze-failed', disk: name, message: r.error.message });
-        }
-      } else {
-        cut = await tracker.cut();
-      }
+      return { cut: await tracker.cut(), appConsistent: false };
     } catch (err) {
-      // The tracker failed: reopen it next time round (a full compare), after one crash interval.
-      const e = isLifeboatError(err) ? err : new LifeboatError('TRACKER_FAILED', `disk ${name}: ${(err as Error).message}`, { cause: err });
-      d.lastError = `${e.code}: ${e.message}`;
-      d.lastCutAtMs = this.clock.now();
-      d.notBeforeMs = this.clock.now() + this.config.crashConsistentFrequencySeconds * 1000;
-      this.emit({ event: 'disk-error', disk: name, code: e.code, message: e.message });
-      await this.reopenTracker(d);
-      return;
+      await this.trackerFailed(d, err);
+      return undefined;
     }
+  }
+
+  private async trackerFailed(d: DiskRuntime, err: unknown): Promise<void> {
+    // The tracker failed: reopen it, and cut again after one crash interval (a full compare if it says so).
+    const e = isLifeboatError(err) ? err : new LifeboatError('TRACKER_FAILED', `disk ${d.spec.name}: ${(err as Error).message}`, { cause: err });
+    d.lastError = `${e.code}: ${e.message}`;
+    d.lastCutAtMs = this.clock.now();
+    d.notBeforeMs = this.clock.now() + this.config.crashConsistentFrequencySeconds * 1000;
+    this.emit({ event: 'disk-error', disk: d.spec.name, code: e.code, message: e.message });
+    await this.reopenTracker(d);
+  }
+
+  /**
+   * An app-consistent round: one freeze of the machine's filesystems, and inside
+   * it a cut of every disk that is not busy shipping, so the disks' points are of
+   * one moment. Each disk's loop then ships its cut. Concurrent callers share the round.
+   */
+  private appRound(): Promise<void> {
+    this.round ??= (async () => {
+      try {
+        const disks = this.disks.filter((x) => x.tracker && !x.fenced && !x.open && !x.taken && !x.fullPending);
+        const now = this.clock.now();
+        for (const x of disks) x.lastAppAttemptAtMs = now;
+        const failures: [DiskRuntime, unknown][] = [];
+        const r = await this.freezer.frozen(async () => {
+          const cuts: [DiskRuntime, Cut][] = [];
+          for (const x of disks) {
+            try {
+              cuts.push([x, await (x.tracker as ChangeTracker).cut()]);
+            } catch (err) {
+              failures.push([x, err]);
+            }
+          }
+          return cuts;
+        });
+        for (const [x, cut] of r.value) x.taken = { cut, appConsistent: r.appConsistent };
+        if (r.error) {
+          for (const [x] of r.value) {
+            x.lastError = `${r.error.code}: ${r.error.message}`;
+            this.emit({ event: 'freeze-failed', disk: x.spec.name, message: r.error.message });
+          }
+        }
+        for (const [x, err] of failures) await this.trackerFailed(x, err);
+      } finally {
+        this.round = undefined;
+        this.wakeLoops();
+      }
+    })();
+    return this.round;
+  }
+
+  /** Ships a cut as segments and commits it after the last ACK. */
+  private async shipCut(d: DiskRuntime, transport: Transport, taken: TakenCut, signal: AbortSignal): Promise<void> {
+    const name = d.spec.name;
+    const { cut, appConsistent } = taken;
     d.lastCutAtMs = cut.capturedAtMs;
     d.sizeBytes = cut.sizeBytes;
     const first = d.state.nextSequence;

@@ -524,3 +524,59 @@ describe('agent: tracker failures', () => {
     await h.stop();
   });
 });
+
+describe('agent: app-consistent rounds over several disks', () => {
+  it('one freeze covers a cut of every disk: their last segments carry SEGMENT_APP_CONSISTENT and one capture time', async () => {
+    const clock = new FakeClock();
+    const disks = { a: new FakeDisk({ sizeBytes: 64 * KiB, clock: clock.now }), b: new FakeDisk({ sizeBytes: 64 * KiB, clock: clock.now }) };
+    disks.a.write(0, Buffer.alloc(8 * KiB, 1));
+    disks.b.write(0, Buffer.alloc(8 * KiB, 2));
+    const ps = new FakeProcessServer(clock.now);
+    const vault = new FakeVault(
+      agentConfig({
+        appConsistentFrequencyMinutes: 1,
+        crashConsistentFrequencySeconds: 3600,
+        disks: [
+          { name: 'a', storeDisk: `${ITEM_ID}.a` },
+          { name: 'b', storeDisk: `${ITEM_ID}.b` },
+        ],
+      }),
+    );
+    const runner = recordingRunner();
+    const dir = tempDir('agent-app');
+    const events: AgentEvent[] = [];
+    const agent = new Agent({
+      stateDir: dir.path,
+      config: parseAgentFileConfig({ disks: [{ name: 'a', tracker: { kind: 'qemu' } }, { name: 'b', tracker: { kind: 'qemu' } }] }),
+      initialConfig: vault.config,
+      identity: { machineId: 'machine-1', itemId: ITEM_ID, credential: 'c' },
+      vault,
+      connect: ps.connect,
+      openTracker: async (d) => disks[d.name as 'a' | 'b'].tracker(),
+      clock,
+      freezer: new Freezer({ mountPoints: ['/', '/var/lib/db'], preScripts: [], postScripts: [], timeoutMs: 10_000 }, clock, runner),
+      onEvent: (e) => events.push(e),
+    });
+    const stop = new AbortController();
+    let done = false;
+    const running = agent.run(stop.signal).then(() => (done = true));
+    const committed = () => events.filter((e): e is Extract<AgentEvent, { event: 'cut-committed' }> => e.event === 'cut-committed');
+    try {
+      await clock.until(() => committed().filter((c) => c.appConsistent).length >= 2, 'an app-consistent cut of each disk');
+      assert.deepEqual(runner.calls, ['fsfreeze -f /', 'fsfreeze -f /var/lib/db', 'fsfreeze -u /var/lib/db', 'fsfreeze -u /'], 'one freeze for both disks');
+      const lastA = ps.stored(`${ITEM_ID}.a`, 1).at(-1) as OutgoingSegment;
+      const lastB = ps.stored(`${ITEM_ID}.b`, 1).at(-1) as OutgoingSegment;
+      assert.equal(lastA.flags & SEGMENT_APP_CONSISTENT, SEGMENT_APP_CONSISTENT);
+      assert.equal(lastB.flags & SEGMENT_APP_CONSISTENT, SEGMENT_APP_CONSISTENT);
+      assert.equal(lastA.capturedAtMs, lastB.capturedAtMs);
+      await clock.advance(61_000);
+      await clock.until(() => committed().filter((c) => c.appConsistent).length >= 4, 'the next round');
+      assert.equal(runner.calls.length, 8, 'again one freeze for both');
+    } finally {
+      stop.abort();
+      await clock.until(() => done, 'stop');
+      await running;
+      dir.cleanup();
+    }
+  });
+});
