@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { LifeboatError } from '../../core/errors.js';
 import type { Job, ReplicatedItem } from '../../core/model.js';
 import { connect, resolveRef } from '../api-client.js';
 import { emit, type Env } from '../context.js';
@@ -9,7 +10,8 @@ interface EnableFlags extends ApiFlags {
   vault: string;
   policy: string;
   configServer: string;
-  account: string;
+  account?: string;
+  manualInstall?: boolean;
   processServer?: string;
 }
 
@@ -18,15 +20,17 @@ export function register(parent: Command, env: Env): void {
     .requiredOption('--vault <vault>', 'the vault, by id or name')
     .requiredOption('--policy <policy>', 'the replication policy, by id or name')
     .requiredOption('--config-server <server>', 'the configuration server, by id or name')
-    .requiredOption('--account <account>', 'the push-install account, by id or name')
+    .option('--account <account>', 'the push-install account, by id or name (push install over SSH)')
+    .option('--manual-install', 'install the agent by hand instead: the job waits until it enrolls (lifeboat item enroll-token ITEM, then lifeboat agent enroll)')
     .option('--process-server <server>', 'the process server, by id or name (default: the configuration server\'s)')
     .action(async (machineRefs: string[], opts: EnableFlags) => {
+      if (opts.manualInstall === (opts.account !== undefined)) throw new LifeboatError('USAGE', 'give exactly one of --account ACCOUNT (push install) or --manual-install');
       const client = connect(opts, env);
       const body = {
         vaultId: await resolveRef(client, '/api/v1/vaults', 'vault', opts.vault),
         policyId: await resolveRef(client, '/api/v1/policies', 'policy', opts.policy),
         configServerId: await resolveRef(client, '/api/v1/config-servers', 'configuration server', opts.configServer),
-        accountId: await resolveRef(client, '/api/v1/accounts', 'account', opts.account),
+        ...(opts.account === undefined ? { install: 'manual' } : { accountId: await resolveRef(client, '/api/v1/accounts', 'account', opts.account) }),
         ...(opts.processServer ? { processServerId: await resolveRef(client, '/api/v1/process-servers', 'process server', opts.processServer) } : {}),
         machines: await Promise.all(machineRefs.map((m) => resolveRef(client, '/api/v1/machines', 'machine', m))),
       };

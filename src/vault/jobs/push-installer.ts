@@ -119,6 +119,7 @@ export class PushMobilityInstaller implements MobilityInstaller {
     if (vaultUrl === undefined) {
       throw new LifeboatError('CONFIG_INVALID', 'the vault does not know its own URL yet (it is not listening); enable replication again', { retryable: true });
     }
+    if (params.accountId === null) throw new LifeboatError('INTERNAL', `item ${item.id} was enabled for a manual install; push install does not apply`);
     const { account, secret } = await this.deps.accounts.openSecret(params.accountId);
     // From now on masked in every log line (redact.ts), whatever logs it by mistake.
     registerSecret(secret);

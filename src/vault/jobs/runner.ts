@@ -64,14 +64,33 @@ export const PENDING_PUSH_INSTALL: MobilityInstaller = {
   },
 };
 
-async function enableContext(ctx: StepContext): Promise<{ item: ReplicatedItem; machine: Machine; account: PushAccount; params: EnableParams }> {
+async function enableContext(ctx: StepContext): Promise<{ item: ReplicatedItem; machine: Machine; account: PushAccount | null; params: EnableParams }> {
   if (ctx.job.itemId === null) throw new LifeboatError('INTERNAL', `job ${ctx.job.id} names no replicated item`);
   const item = await ctx.repos.items.get(ctx.job.itemId);
   const machine = await ctx.repos.machines.get(item.machineId);
   const params = await ctx.repos.settings.get<EnableParams>(enableParamsKey(item.id));
   if (!params) throw new LifeboatError('NOT_FOUND', `the enable parameters of item ${item.id} are missing; enable replication again`);
-  const account = await ctx.repos.pushAccounts.get(params.accountId);
+  const account = params.accountId === null ? null : await ctx.repos.pushAccounts.get(params.accountId);
   return { item, machine, account, params };
+}
+
+/** How often a manual install looks whether the agent enrolled, and how long it waits (an enrollment token lives 24 h). */
+const MANUAL_INSTALL_POLL_MS = 1000;
+const MANUAL_INSTALL_WAIT_MS = 24 * 3600 * 1000;
+
+/**
+ * A manual install: the operator installs the agent and enrolls it with a token from
+ * `lifeboat item enroll-token`; the step succeeds when the item's agent has enrolled.
+ */
+async function waitForEnrollment(ctx: StepContext, item: ReplicatedItem, machine: Machine): Promise<void> {
+  const deadline = ctx.now().getTime() + MANUAL_INSTALL_WAIT_MS;
+  while (!(await ctx.repos.agents.findByItem(item.id))) {
+    if (ctx.signal.aborted) throw new LifeboatError('JOB_FAILED', 'the vault stopped while waiting for the agent to enroll');
+    if (ctx.now().getTime() > deadline) {
+      throw new LifeboatError('ENROLLMENT_INVALID', `no agent enrolled for ${machine.name} within 24 hours; create a token with lifeboat item enroll-token ${item.id} and run lifeboat agent enroll on the machine`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, MANUAL_INSTALL_POLL_MS));
+  }
 }
 
 /** The "Enable protection" steps (seed step 5). */
@@ -94,6 +113,7 @@ export function enableProtectionHandlers(installer: MobilityInstaller): Readonly
     },
     'Install the mobility service': async (ctx) => {
       const { item, machine, account } = await enableContext(ctx);
+      if (account === null) return waitForEnrollment(ctx, item, machine);
       await installer.install({ item, machine, account, signal: ctx.signal, progress: (percent) => ctx.progress(percent) });
     },
     // Replication itself is started by the agent once installed; the vault records the item as ready for it.

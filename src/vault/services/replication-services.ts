@@ -147,7 +147,9 @@ export interface EnableInput {
   policyId: string;
   configServerId: string;
   processServerId?: string;
-  accountId: string;
+  /** `push` (default): push install over SSH with `accountId`; `manual`: the operator installs the agent and enrolls it. */
+  install?: 'push' | 'manual';
+  accountId?: string;
   machines: string[];
   /** Target settings per machine; a machine left out gets its own name, the default size and no network. */
   compute?: (ComputeInput & { machineId: string })[];
@@ -155,7 +157,8 @@ export interface EnableInput {
 
 /** What enable remembers per item for the "Enable protection" job (the item model has no account field). */
 export interface EnableParams {
-  readonly accountId: string;
+  /** null when the agent is installed by hand (install mode `manual`). */
+  readonly accountId: string | null;
   readonly configServerId: string;
 }
 
@@ -221,11 +224,22 @@ export class DbReplication {
         ]);
       }
     }
-    const account = await this.repos.pushAccounts.get(input.accountId);
-    if (account.configServerId !== input.configServerId) {
-      throw validationError(`push account ${account.name} belongs to another configuration server`, [
-        { field: 'accountId', value: input.accountId, message: 'account of another configuration server' },
-      ]);
+    const manual = input.install === 'manual';
+    if (manual && input.accountId !== undefined) {
+      throw validationError('a manual install takes no push-install account', [{ field: 'accountId', value: input.accountId, message: 'not allowed with install: manual' }]);
+    }
+    if (!manual) {
+      if (input.accountId === undefined) {
+        throw validationError('push install needs a push-install account (or give install: manual and enroll the agent by hand)', [
+          { field: 'accountId', value: null, message: 'required unless install is manual' },
+        ]);
+      }
+      const account = await this.repos.pushAccounts.get(input.accountId);
+      if (account.configServerId !== input.configServerId) {
+        throw validationError(`push account ${account.name} belongs to another configuration server`, [
+          { field: 'accountId', value: input.accountId, message: 'account of another configuration server' },
+        ]);
+      }
     }
 
     const machines: Machine[] = [];
@@ -283,7 +297,7 @@ export class DbReplication {
           throw err;
         }
         item = await this.repos.items.update(item.id, { generation: start.generation, initialReplicationPercent: start.initialReplicationPercent });
-        const params: EnableParams = { accountId: input.accountId, configServerId: input.configServerId };
+        const params: EnableParams = { accountId: input.accountId ?? null, configServerId: input.configServerId };
         await this.repos.settings.set(enableParamsKey(item.id), params);
         for (const kind of start.jobs) {
           jobs.push(await this.repos.jobs.create({ kind, itemId: item.id, initiator, steps: JOB_KINDS[kind].steps.map((s) => s.name) }));

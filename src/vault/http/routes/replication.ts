@@ -33,11 +33,12 @@ const enableBody = object(
     policyId: idString,
     configServerId: idString,
     processServerId: idString,
+    install: { type: 'string', enum: ['push', 'manual'] },
     accountId: idString,
     machines: { type: 'array', minItems: 1, maxItems: 100, items: idString },
     compute: { type: 'array', maxItems: 100, items: object({ machineId: idString, ...computeFields }, ['machineId']) },
   },
-  ['vaultId', 'policyId', 'configServerId', 'accountId', 'machines'],
+  ['vaultId', 'policyId', 'configServerId', 'machines'],
 );
 
 /** Seed step 5: enable replication, then replicated items and their compute settings. */
