@@ -47,7 +47,7 @@ import * as storeVerify from './commands/store-verify.js';
 
 export const VERSION = '0.1.0';
 
-/** Builds the command tree. Every leaf command gets the store options. */
+/** Builds the command tree. Every leaf command but the API, agent and process-server ones gets the store options. */
 export function buildProgram(env: Env, signals: AbortSignal): Command {
   const program = new Command('lifeboat')
     .description('Lifeboat: disk replication to object storage, recovery points, restore and instant NBD serve')
@@ -120,10 +120,15 @@ export function buildProgram(env: Env, signals: AbortSignal): Command {
       leaf.option('--json', 'print the URL and admin token as JSON');
       continue;
     }
-    leaf.addOption(new Option('--store <url>', 'store URL: file:///path, azblob://account/container, s3://bucket/prefix').env('LIFEBOAT_STORE'));
-    leaf.option('--passphrase-file <file>', 'read the passphrase (or recovery key) from the first line of this file; else LIFEBOAT_PASSPHRASE');
-    leaf.option('--json', 'print the result as JSON for scripts');
-    leaf.option('-q, --quiet', 'no progress output');
+    // The agent and the process server reach stores through the vault's grant, not a --store of their own.
+    const parent = leaf.parent?.name();
+    if (parent !== 'agent' && parent !== 'process-server') {
+      leaf.addOption(new Option('--store <url>', 'store URL: file:///path, azblob://account/container, s3://bucket/prefix').env('LIFEBOAT_STORE'));
+      leaf.option('--passphrase-file <file>', 'read the passphrase (or recovery key) from the first line of this file; else LIFEBOAT_PASSPHRASE');
+    }
+    const has = (flag: string): boolean => leaf.options.some((o) => o.long === flag);
+    if (!has('--json')) leaf.option('--json', 'print the result as JSON for scripts');
+    if (!has('--quiet')) leaf.option('-q, --quiet', 'no progress output');
   }
   return program;
 }
