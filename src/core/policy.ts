@@ -29,7 +29,8 @@ export const POLICY_LIMITS: Readonly<Record<NumericField, { min: number; max: nu
   rpoThresholdSeconds: { min: 30, max: 24 * 3600, default: 15 * 60, unit: 'seconds' },
   retentionHours: { min: 1, max: 30 * 24, default: 24, unit: 'hours' },
   appConsistentFrequencyMinutes: { min: 1, max: 12 * 60, default: 4 * 60, unit: 'minutes', offValue: 0 },
-  crashConsistentFrequencySeconds: { min: 5, max: 3600, default: 5 * 60, unit: 'seconds' },
+  // Seconds, not minutes: the journal and qemu trackers cut in milliseconds, so an RPO of a few seconds is the point.
+  crashConsistentFrequencySeconds: { min: 1, max: 3600, default: 5 * 60, unit: 'seconds' },
 };
 
 export const POLICY_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$/;

@@ -30,7 +30,7 @@ test('each range is accepted at both ends and refused one step outside', () => {
   const cases: [string, number, number][] = [
     ['rpoThresholdSeconds', 30, 86400],
     ['retentionHours', 1, 720],
-    ['crashConsistentFrequencySeconds', 5, 60],
+    ['crashConsistentFrequencySeconds', 1, 60],
   ];
   for (const [field, min, max] of cases) {
     assert.deepEqual(errorsOf({ ...base, [field]: min }), [], `${field}=${min}`);
@@ -59,7 +59,7 @@ test('cross-field rules: app-consistent within retention, crash-consistent not r
 
 test('every bad field is listed at once, with readable messages', () => {
   try {
-    validatePolicy({ name: '', rpoThresholdSeconds: 10, retentionHours: 1.5, appConsistentFrequencyMinutes: '60', crashConsistentFrequencySeconds: 1, colour: 'red' });
+    validatePolicy({ name: '', rpoThresholdSeconds: 10, retentionHours: 1.5, appConsistentFrequencyMinutes: '60', crashConsistentFrequencySeconds: 0, colour: 'red' });
     assert.fail('should refuse');
   } catch (e) {
     assert.ok(isLifeboatError(e, 'VALIDATION'));
