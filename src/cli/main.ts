@@ -38,6 +38,7 @@ import * as diskRestore from './commands/disk-restore.js';
 import * as diskServe from './commands/disk-serve.js';
 import * as journalProcess from './commands/journal-process.js';
 import * as pointList from './commands/point-list.js';
+import * as processServerRun from './commands/process-server-run.js';
 import * as quickstart from './commands/quickstart.js';
 import * as server from './commands/server.js';
 import * as storeGc from './commands/store-gc.js';
@@ -110,6 +111,7 @@ export function buildProgram(env: Env, signals: AbortSignal): Command {
   agentEnroll.register(agent, env);
   agentRun.register(agent, env, signals);
   agentStatus.register(agent, env);
+  processServerRun.register(program.command('process-server').description('a standalone process server: scales the built-in one out'), env, signals);
 
   const leaves = (c: Command): Command[] => (c.commands.length === 0 ? [c] : c.commands.flatMap(leaves));
   for (const leaf of leaves(program)) {

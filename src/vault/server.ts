@@ -11,6 +11,8 @@ import { vaultsRoutes } from './http/routes/vaults.js';
 import { configServersRoutes } from './http/routes/config-servers.js';
 import { registrationKeysRoutes } from './http/routes/registration-keys.js';
 import { vaultCheckRoutes } from './http/routes/vault-check.js';
+import { processServersRoutes } from './http/routes/process-servers.js';
+import { StandaloneProcessServers } from './services/process-servers.js';
 import { RegistrationService } from './services/registration.js';
 import { VaultChecks } from './services/vault-check.js';
 import type { Principal } from './http/types.js';
@@ -118,7 +120,9 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
     const stores = new VaultStores(repos, secretBox, options.storeScrypt ? { scrypt: options.storeScrypt } : {});
     const defaultHost = options.host === '0.0.0.0' || options.host === '::' ? '127.0.0.1' : options.host;
     let endpoint: ProcessServerEndpoint = options.processServer ?? { host: defaultHost, port: DEFAULT_PROCESS_SERVER_PORT, serverName: defaultHost };
-    const agents = new AgentService(repos, async () => ca, now, () => endpoint);
+    // An item whose processServerId names a standalone process server is told that server's endpoint.
+    const agents = new AgentService(repos, async () => ca, now, () => endpoint, (id): Promise<ProcessServerEndpoint | undefined> => standalone.endpointOf(id));
+    const standalone = new StandaloneProcessServers(repos, async () => ca, agents, now);
     const backend = new VaultProcessServerBackend(agents, stores);
     const reporter = new BuiltInProcessServerReporter(repos, now, await packageVersion(await packageRoot()).catch(() => '0.0.0'));
     const replica = new ReplicaProcessor({
@@ -164,6 +168,7 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
         configServersRoutes(registration, audit, now),
         vaultCheckRoutes(new VaultChecks(repos, now)),
         agentsRoutes(agents, audit, now),
+        processServersRoutes(standalone, audit, now),
       ],
     });
     // The URL written into agent.env; with port 0 it is known only once the API listens.

@@ -98,6 +98,8 @@ export class AgentService {
     private readonly now: () => Date,
     /** Where agents reach the process server; known once it listens. */
     private readonly processServer: () => ProcessServerEndpoint,
+    /** The endpoint of a standalone process server an item names (processServerId); undefined for the built-in one. */
+    private readonly standaloneEndpoint: (processServerId: string) => Promise<ProcessServerEndpoint | undefined> = async () => undefined,
   ) {}
 
   /** A one-time token for the item's agent, valid 24 hours (returned once; only its hash is kept). */
@@ -208,7 +210,7 @@ export class AgentService {
       crashConsistentFrequencySeconds: policy.crashConsistentFrequencySeconds,
       appConsistentFrequencyMinutes: policy.appConsistentFrequencyMinutes,
       disks: item.disks.map((d) => ({ name: d.name, storeDisk: storeDiskName(item.id, d.name) })),
-      processServer: this.processServer(),
+      processServer: (item.processServerId === null ? undefined : await this.standaloneEndpoint(item.processServerId)) ?? this.processServer(),
     };
   }
 
