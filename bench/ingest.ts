@@ -6,13 +6,15 @@
  * uploaded (sealed on worker threads and in the store: end to end).
  *
  *   node --import tsx bench/ingest.ts [--streams 1,2,4] [--mib 256] [--segment-mib 4] [--workers 2]
+ *   npm run -s bench -- --ingest [--ingest-streams 4,8] [--ingest-mib 256]
  *
  * MB are 10^6 bytes of segment data (extent payload; frame headers excluded).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -105,7 +107,7 @@ class Child {
   }
 }
 
-interface Row {
+export interface Row {
   streams: number;
   segmentMiB: number;
   dataMB: number;
@@ -113,6 +115,17 @@ interface Row {
   uploadedMBps: number;
   storedMB: number;
   spoolPeakMiB: number;
+  /** The process server's user + system time over the run (until drained), as a percentage of one core. */
+  serverCpuPercent: number;
+}
+
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+
+/** utime + stime of a process, seconds (/proc/<pid>/stat). */
+function cpuSecondsOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
 }
 
 async function run(streams: number, perStreamBytes: number, segmentBytes: number, workers: number, ca: TestCa, data: Buffer[]): Promise<Row> {
@@ -145,6 +158,7 @@ async function run(streams: number, perStreamBytes: number, segmentBytes: number
       void child.ask<ProcessServerStats>('stats').then((s) => (spoolPeak = Math.max(spoolPeak, s.spoolUsedBytes)), () => undefined);
     }, 250);
     const segments = Math.ceil(perStreamBytes / segmentBytes);
+    const cpu0 = cpuSecondsOf(child.process.pid as number);
     const start = performance.now();
     await Promise.all(
       disks.map(async (disk, d) => {
@@ -178,6 +192,7 @@ async function run(streams: number, perStreamBytes: number, segmentBytes: number
     clearInterval(poll);
     const stats = await child.ask<ProcessServerStats>('drain');
     const uploadedSec = (performance.now() - start) / 1000;
+    const serverCpuPercent = (100 * (cpuSecondsOf(child.process.pid as number) - cpu0)) / uploadedSec;
     if (stats.uploadErrors > 0) throw new Error(`upload errors: ${stats.lastUploadError}`);
     let stored = 0;
     for (const disk of disks) for (const s of await listSegments(repo, disk)) stored += s.sizeBytes;
@@ -192,12 +207,69 @@ async function run(streams: number, perStreamBytes: number, segmentBytes: number
       uploadedMBps: total / 1e6 / uploadedSec,
       storedMB: stored / 1e6,
       spoolPeakMiB: spoolPeak / MiB,
+      serverCpuPercent,
     };
   } finally {
     child.process.stdin!.end();
     child.process.kill();
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+export interface IngestOptions {
+  /** Stream counts to measure, one run each (one TLS connection and one disk per stream). */
+  readonly streams: readonly number[];
+  readonly perStreamMiB: number;
+  readonly segmentMiB: number;
+  /** Seal worker threads of the process server (zstd + AES-GCM). */
+  readonly workers: number;
+}
+
+/** The issue's goal: 10 TB/day on 2 cores, rounded up to 120 MB/s (10^6 bytes). */
+export const INGEST_GOAL_MBPS = 120;
+const SECONDS_PER_DAY = 86_400;
+
+export interface IngestReport {
+  readonly options: IngestOptions;
+  readonly machine: string;
+  readonly zstdRatio: number;
+  readonly rows: readonly Row[];
+  readonly markdown: string;
+}
+
+/** TB/day (10^12 bytes) at a rate in MB/s. */
+export function tbPerDay(mbPerSec: number): number {
+  return (mbPerSec * 1e6 * SECONDS_PER_DAY) / 1e12;
+}
+
+export async function runIngest(options: IngestOptions, log: (msg: string) => void = (m) => console.error(m)): Promise<IngestReport> {
+  const perStreamBytes = options.perStreamMiB * MiB;
+  const segmentBytes = options.segmentMiB * MiB;
+  const data = payloads(16, segmentBytes);
+  const ratio = encode(data[0] as Buffer).payload.length / segmentBytes; // the store's codec and level
+  const ca = await TestCa.create('bench CA');
+  const loadAtStart = loadavg()[0] ?? 0;
+  const rows: Row[] = [];
+  for (const n of options.streams) {
+    log(`ingest: ${n} streams of ${options.perStreamMiB} MiB`);
+    rows.push(await run(n, perStreamBytes, segmentBytes, options.workers, ca, data));
+  }
+  const machine = `${cpus().length} cores, ${cpus()[0]?.model ?? '?'}, node ${process.version}`;
+  const lines = [
+    '## Process-server ingest',
+    '',
+    `- Machine: ${machine}; load average ${loadAtStart.toFixed(2)} at start, ${(loadavg()[0] ?? 0).toFixed(2)} at end`,
+    `- Data: ${options.perStreamMiB} MiB per stream in ${options.segmentMiB} MiB segments, zstd ratio ${(ratio * 100).toFixed(0)} %, ${options.workers} seal workers (zstd + AES-256-GCM), fs store and spool on ${BENCH_DIR}; the agents' TLS runs in the bench process on the same 2 cores`,
+    '',
+    '| streams | segment | data MB | acked MB/s | uploaded MB/s | TB/day (uploaded) | × 120 MB/s goal | process server CPU % of one core | stored MB | spool peak MiB |',
+    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...rows.map(
+      (r) =>
+        `| ${r.streams} | ${r.segmentMiB} MiB | ${r.dataMB.toFixed(0)} | ${r.ackedMBps.toFixed(1)} | ${r.uploadedMBps.toFixed(1)} | ${tbPerDay(r.uploadedMBps).toFixed(1)} | ${(r.uploadedMBps / INGEST_GOAL_MBPS).toFixed(2)}× | ${r.serverCpuPercent.toFixed(0)} | ${r.storedMB.toFixed(0)} | ${r.spoolPeakMiB.toFixed(0)} |`,
+    ),
+    '',
+  ];
+  return { options, machine, zstdRatio: ratio, rows, markdown: lines.join('\n') };
 }
 
 async function main(): Promise<void> {
@@ -211,28 +283,15 @@ async function main(): Promise<void> {
     },
   });
   if (values.serve) return serve(values.serve);
-  const streamCounts = values.streams.split(',').map(Number);
-  const perStreamBytes = Number(values.mib) * MiB;
-  const segmentBytes = Number(values['segment-mib']) * MiB;
+  const streams = values.streams.split(',').map(Number);
+  const perStreamMiB = Number(values.mib);
+  const segmentMiB = Number(values['segment-mib']);
   const workers = Number(values.workers);
-  if (streamCounts.some((n) => !Number.isInteger(n) || n < 1) || !(perStreamBytes > 0) || !(segmentBytes > 0 && segmentBytes <= 16 * MiB) || !(workers >= 1)) {
+  if (streams.some((n) => !Number.isInteger(n) || n < 1) || !(perStreamMiB > 0) || !(segmentMiB > 0 && segmentMiB <= 16) || !(workers >= 1)) {
     throw new Error('usage: node --import tsx bench/ingest.ts [--streams 1,2,4] [--mib 256] [--segment-mib 4] [--workers 2]');
   }
-  const data = payloads(16, segmentBytes);
-  const ratio = encode(data[0] as Buffer).payload.length / segmentBytes; // the store's codec and level
-  const ca = await TestCa.create('bench CA');
-  const rows: Row[] = [];
-  for (const n of streamCounts) rows.push(await run(n, perStreamBytes, segmentBytes, workers, ca, data));
-  console.log(`process-server ingest: ${cpus().length} cores, ${cpus()[0]?.model ?? '?'}, node ${process.version}`);
-  console.log(`data: ${values.mib} MiB per stream in ${values['segment-mib']} MiB segments, zstd ratio ${(ratio * 100).toFixed(0)} %, ${workers} seal workers, fs store and spool on ${BENCH_DIR}`);
-  console.log('');
-  console.log('| streams | segment | data MB | acked MB/s | uploaded MB/s | stored MB | spool peak MiB |');
-  console.log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
-  for (const r of rows) {
-    console.log(
-      `| ${r.streams} | ${r.segmentMiB} MiB | ${r.dataMB.toFixed(0)} | ${r.ackedMBps.toFixed(1)} | ${r.uploadedMBps.toFixed(1)} | ${r.storedMB.toFixed(0)} | ${r.spoolPeakMiB.toFixed(0)} |`,
-    );
-  }
+  process.stdout.write((await runIngest({ streams, perStreamMiB, segmentMiB, workers })).markdown);
 }
 
-await main();
+// Imported by bench/run.ts (--ingest), run directly as the process-server child or on its own.
+if (process.argv[1] === fileURLToPath(import.meta.url)) await main();

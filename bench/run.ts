@@ -7,8 +7,10 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
 import { runChunkSweep } from './chunk-sweep.js';
 import { renderControlPlane, runControlPlane } from './control-plane.js';
+import { runIngest } from './ingest.js';
 import { syncAll, timed, warmPageCache } from './exec.js';
 import { ensureImage } from './image.js';
 import { machineFacts } from './machine.js';
@@ -17,6 +19,7 @@ import { ensureMutated } from './mutate.js';
 import { parseOptions, USAGE } from './options.js';
 import type { BenchOptions, ToolName } from './options.js';
 import { BENCH_DIR } from './paths.js';
+import { REPLICATION_DEFAULTS, renderReplication, runReplication } from './replication.js';
 import { renderMarkdown } from './report.js';
 import type { BenchResults, ToolResult } from './report.js';
 import { borg } from './tools/borg.js';
@@ -69,8 +72,69 @@ async function controlPlaneSection(opts: BenchOptions, argv: readonly string[], 
   }
 }
 
+const REPLICATION_USAGE = `usage: npm run -s bench -- --replication [--rates 5,20,50] [--duration 60] [--out FILE]
+       npm run -s bench -- --ingest [--ingest-streams 4,8] [--ingest-mib 256] [--out FILE]
+  (both flags together run both; see docs/benchmarks.md, "Continuous replication")`;
+
+/**
+ * --replication and --ingest: the continuous-replication benchmarks (bench/replication.ts,
+ * bench/ingest.ts), on their own, without the disk suite. Raw figures go to
+ * .bench/results-replication.json.
+ */
+async function replicationMain(argv: readonly string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: [...argv],
+      options: {
+        replication: { type: 'boolean', default: false },
+        ingest: { type: 'boolean', default: false },
+        rates: { type: 'string', default: REPLICATION_DEFAULTS.ratesMBps.join(',') },
+        duration: { type: 'string', default: String(REPLICATION_DEFAULTS.durationS) },
+        'ingest-streams': { type: 'string', default: '4,8' },
+        'ingest-mib': { type: 'string', default: '256' },
+        out: { type: 'string' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (e) {
+    console.error(`${(e as Error).message}\n\n${REPLICATION_USAGE}`);
+    return 2;
+  }
+  const rates = values.rates.split(',').map(Number);
+  const durationS = Number(values.duration);
+  const streams = values['ingest-streams'].split(',').map(Number);
+  const mib = Number(values['ingest-mib']);
+  if (rates.some((r) => !(r > 0 && r <= 2000)) || !Number.isInteger(durationS) || durationS < 1 || durationS > 3600 || streams.some((n) => !Number.isInteger(n) || n < 1 || n > 64) || !(Number.isInteger(mib) && mib >= 1)) {
+    console.error(`invalid --rates, --duration, --ingest-streams or --ingest-mib\n\n${REPLICATION_USAGE}`);
+    return 2;
+  }
+  const sections: string[] = [];
+  const raw: Record<string, unknown> = {};
+  if (values.replication) {
+    const report = await runReplication({ ...REPLICATION_DEFAULTS, ratesMBps: rates, durationS }, commandLine(argv), log);
+    raw['replication'] = report;
+    sections.push(renderReplication(report));
+    process.stdout.write(sections[sections.length - 1] as string);
+  }
+  if (values.ingest) {
+    const ingest = await runIngest({ streams, perStreamMiB: mib, segmentMiB: 4, workers: 2 }, log);
+    raw['ingest'] = ingest;
+    sections.push(ingest.markdown);
+    process.stdout.write(`${sections.length > 1 ? '\n' : ''}${ingest.markdown}`);
+  }
+  writeFileSync(join(BENCH_DIR, 'results-replication.json'), `${JSON.stringify(raw, null, 2)}\n`);
+  if (values.out !== undefined) writeFileSync(resolve(process.env['INIT_CWD'] ?? process.cwd(), values.out), sections.join('\n'));
+  return 0;
+}
+
 async function main(): Promise<number> {
   const argv = process.argv.slice(2);
+  if (argv.includes('--replication') || argv.includes('--ingest')) {
+    mkdirSync(BENCH_DIR, { recursive: true });
+    return replicationMain(argv);
+  }
   let opts;
   try {
     opts = parseOptions(argv);
