@@ -95,7 +95,9 @@ export class StandaloneProcessServers {
     const ca = await this.ca();
     const cert = await signProcessServerCsr(ca, input.csrPem, sans);
     const address = `${isIP(input.address) === 6 ? `[${input.address}]` : input.address}:${input.port}`;
-    const endpoint: StandaloneEndpoint = { host: input.address, port: input.port, serverName: input.address, certificateSerial: cert.serial };
+    // TLS server names (SNI) are host names: with an IP address to dial, a DNS name of the certificate is checked instead.
+    const serverName = sans.find((s) => isIP(s.replace(/^\[|\]$/g, '')) === 0) ?? input.address;
+    const endpoint: StandaloneEndpoint = { host: input.address, port: input.port, serverName, certificateSerial: cert.serial };
     const id = await this.repos.db.transaction(async () => {
       const existing = (await this.repos.processServers.list({ configServerId: server.id })).find((p) => p.name === input.name);
       const row =
