@@ -2,7 +2,9 @@ import { LifeboatError, asLifeboatError, isLifeboatError } from '../../core/erro
 import { transition } from '../../core/item-state.js';
 import { JOB_KINDS } from '../../core/jobs.js';
 import type { ItemState, ReplicatedItem } from '../../core/model.js';
+import { hostname } from 'node:os';
 import { pointCapturedAt, type PointManifest } from '../../format/manifest.js';
+import type { LockRecord } from '../../store/disk-lock.js';
 import { processJournal } from '../../store/journal.js';
 import type { Repository } from '../../store/repository.js';
 import type { Repositories } from '../db/repositories/index.js';
@@ -198,7 +200,15 @@ export class ReplicaProcessor {
     let gap: string | undefined;
     try {
       while (made < MAX_POINTS_PER_RUN) {
-        const point = await processJournal(repo, disk);
+        let point: PointManifest | undefined;
+        try {
+          point = await processJournal(repo, disk);
+        } catch (err) {
+          if (!leftByDeadProcess(err)) throw err;
+          // A vault killed while processing this disk left its lock; waiting out the lock's TTL would stop points for 10 minutes.
+          this.options.logger?.warn({ disk, holder: asLifeboatError(err).details.holder }, 'taking over the disk lock of a journal-process that is gone');
+          point = await processJournal(repo, disk, { breakLock: true });
+        }
         if (!point) break;
         made++;
       }
@@ -285,4 +295,21 @@ export function finalizeProtectionHandlers(stores: ReplicaStores): Readonly<Reco
       }
     },
   };
+}
+
+/**
+ * DISK_LOCKED by a journal-process of this host whose process no longer exists: the lock
+ * of a vault killed mid-run (kill -9, power loss of the process), never refreshed again.
+ * A live holder (the CLI's `journal process`, another vault process) is never broken.
+ */
+function leftByDeadProcess(err: unknown): boolean {
+  if (!isLifeboatError(err, 'DISK_LOCKED')) return false;
+  const holder = err.details.holder as Partial<LockRecord> | undefined;
+  if (holder?.operation !== 'journal-process' || holder.host !== hostname() || typeof holder.pid !== 'number' || holder.pid === process.pid) return false;
+  try {
+    process.kill(holder.pid, 0);
+    return false; // alive
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ESRCH';
+  }
 }
