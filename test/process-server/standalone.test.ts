@@ -260,15 +260,18 @@ test('standalone process server: a replaced certificate is refused within the gr
   let ps: Running | undefined;
   try {
     const { configServerId, vaultId, credentialFile, passphraseFile } = await setup(v);
-    const port = await freePort();
+    // Port 0: the picked port is registered once known.
     ps = await startStandalone([
       '--vault', v.server.url,
       '--credential-file', credentialFile,
       '--name', 'ps-refuse',
-      '--listen', `127.0.0.1:${port}`,
+      '--listen', '127.0.0.1:0',
       '--state-dir', join(v.tmpDir, 'ps'),
       '--passphrase-file', passphraseFile,
     ]);
+    const port = ps.port;
+    assert.notEqual(port, 0);
+    assert.equal((await v.server.repos.processServers.get(ps.id)).address, `127.0.0.1:${port}`, 'the vault knows the picked port');
     const caPem = readFileSync(join(v.tmpDir, 'ps', 'ca.pem'), 'utf8');
     const connect = (agent: { machineId: string; certificatePem: string; keyPem: string }, disk: string) =>
       ReplicationClient.connect({
