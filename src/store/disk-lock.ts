@@ -8,6 +8,16 @@ import type { Repository } from './repository.js';
 export const LOCK_TTL_MS = 10 * 60 * 1000;
 const REFRESH_MS = 60 * 1000;
 
+/**
+ * Owners of locks this process took and no longer holds, whose lock object may still be in
+ * the store: the release that should have deleted it did not reach the store (an outage
+ * when the operation ended), or the create-only put failed without an answer. Such a lock
+ * is abandoned for certain, so this process takes it over at once instead of waiting
+ * LOCK_TTL_MS. Without this, the replica processor made no point for ten minutes after a
+ * storage outage, locked out by its own lock. Entries leave once the object is known gone.
+ */
+const leftBehindHere = new Set<string>();
+
 export interface LockRecord {
   readonly owner: string;
   readonly host: string;
@@ -44,11 +54,17 @@ export class DiskLock {
         lock.timer.unref();
         return lock;
       } catch (err) {
-        if (!isLifeboatError(err, 'STORAGE_PRECONDITION')) throw err;
+        if (!isLifeboatError(err, 'STORAGE_PRECONDITION')) {
+          // The put may have landed without its answer reaching us.
+          leftBehindHere.add(record.owner);
+          throw err;
+        }
         const held = await readLock(repo, disk);
         const age = held ? repo.clock.now().getTime() - Date.parse(held.refreshedAt) : Infinity;
-        if (attempt === 0 && (options.breakLock || !(age < LOCK_TTL_MS))) {
+        const leftHere = held !== undefined && leftBehindHere.has(held.owner);
+        if (attempt === 0 && (options.breakLock || leftHere || !(age < LOCK_TTL_MS))) {
           await repo.storage.delete(key);
+          if (held) leftBehindHere.delete(held.owner);
           continue;
         }
         throw new LifeboatError('DISK_LOCKED', `disk ${disk} is being written by ${held?.operation ?? 'another writer'} on ${held?.host ?? '?'} (pid ${held?.pid ?? '?'}) since ${held?.acquiredAt ?? '?'}`, {
@@ -76,8 +92,11 @@ export class DiskLock {
 
   async release(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    // The operation is over: if the delete below does not reach the store, the next acquire here takes the lock over.
+    leftBehindHere.add(this.record.owner);
     const held = await readLock(this.repo, this.disk);
     if (held?.owner === this.record.owner) await this.repo.storage.delete(lockKey(this.disk));
+    leftBehindHere.delete(this.record.owner);
   }
 }
 
