@@ -23,7 +23,8 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, closeSync, existsSync, mkdirSync, openSync, truncateSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, truncateSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import type { AgentEvent } from '../../src/agent/agent.js';
 import type { PointManifest } from '../../src/format/manifest.js';
@@ -258,7 +259,7 @@ export interface ReplicationRigOptions {
   readonly slotCount?: number;
   /** Where slot 0 starts; default 8 MiB (after the initial data). */
   readonly recordOffsetBytes?: number;
-  /** The policy's crash-consistent frequency; default 5 s, the API's minimum. */
+  /** The policy's crash-consistent frequency; default 1 s. */
   readonly crashConsistentFrequencySeconds?: number;
   /** The store URL; default an fs store in the rig's directory. */
   readonly storeUrl?: string;
@@ -382,7 +383,7 @@ export class ReplicationRig {
         rpoThresholdSeconds: 3600,
         retentionHours: 24,
         appConsistentFrequencyMinutes: 0,
-        crashConsistentFrequencySeconds: this.options.crashConsistentFrequencySeconds ?? 5,
+        crashConsistentFrequencySeconds: this.options.crashConsistentFrequencySeconds ?? 1,
       },
       201,
     );
@@ -520,6 +521,38 @@ export class ReplicationRig {
       }
     }
     return problems;
+  }
+
+  // ---- what the processes are doing (for kills aimed at a state) ------------
+
+  /** The store's folder when the store is a file:// URL, else undefined. */
+  get storeDir(): string | undefined {
+    return this.storeUrl.startsWith('file://') ? fileURLToPath(this.storeUrl) : undefined;
+  }
+
+  /** The disk's lock is in the store: the replica processor is making a point right now (file:// stores). */
+  diskLocked(): boolean {
+    const dir = this.storeDir;
+    return dir !== undefined && existsSync(join(dir, 'locks', this.storeDisk));
+  }
+
+  /** Segment files in the process server's spool (acknowledged to the agent, not yet uploaded and deleted). */
+  spooledSegments(): string[] {
+    const root = join(this.spoolDir, this.storeDisk);
+    if (!existsSync(root)) return [];
+    return readdirSync(root, { withFileTypes: true })
+      .filter((d) => d.isDirectory())
+      .flatMap((d) => readdirSync(join(root, d.name)).filter((f) => f.endsWith('.seg')).map((f) => join(root, d.name, f)));
+  }
+
+  /** The agent's state.json of the disk (generation, nextSequence, inFlight), or undefined. */
+  agentDiskState(): { generation: number; nextSequence: number; inFlight: { cutId: string; firstSequence: number; lastSequence?: number } | null } | undefined {
+    const path = join(this.agentStateDir, 'disks', DISK_NAME, 'state.json');
+    try {
+      return JSON.parse(readFileSync(path, 'utf8')) as ReturnType<ReplicationRig['agentDiskState']>;
+    } catch {
+      return undefined; // missing, or being replaced
+    }
   }
 
   // ---- API --------------------------------------------------------------------
