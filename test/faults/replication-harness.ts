@@ -3,7 +3,8 @@
  * outage, cut network): `lifeboat server` (vault + built-in process server, fs store,
  * fixed loopback ports so a restart comes back where the agent looks) and
  * `lifeboat agent run` (journal tracker over a sparse image, its writable NBD export
- * on a Unix socket). Everything is set up through the REST API, as an operator would:
+ * on a Unix socket); optionally a standalone `lifeboat process-server run` the item is
+ * enabled with. Everything is set up through the REST API, as an operator would:
  * vault with a store passphrase, policy, registration key and configuration server,
  * machine, "Enable replication" with a manual install, enrollment token; the agent
  * enrolls itself on its first start.
@@ -267,6 +268,12 @@ export interface ReplicationRigOptions {
   readonly serverEnv?: Readonly<Record<string, string>>;
   /** Extra arguments of `lifeboat server`. */
   readonly serverArgs?: readonly string[];
+  /**
+   * Replicate through a standalone `lifeboat process-server run` (registered with the
+   * configuration server's credential, named by the item) instead of the server's
+   * built-in one; default false.
+   */
+  readonly standaloneProcessServer?: boolean;
 }
 
 export interface AgentRunEvents {
@@ -299,6 +306,14 @@ export class ReplicationRig {
   readonly writer: ExportWriter;
   server: ChildRun | undefined;
   agent: ChildRun | undefined;
+  /** The standalone process server, with `standaloneProcessServer`. */
+  processServer: ChildRun | undefined;
+  /** Its id in the vault, with `standaloneProcessServer`. */
+  processServerId = '';
+  /** Its port (fixed across restarts), with `standaloneProcessServer`. */
+  standalonePort = 0;
+  readonly standaloneStateDir: string;
+  readonly standaloneSpoolDir: string;
   /** Every agent run's events, oldest run first. */
   readonly agentRuns: ChildRun[] = [];
   apiPort = 0;
@@ -322,6 +337,8 @@ export class ReplicationRig {
     this.agentConfigPath = join(this.dir, 'agent.json');
     this.socketPath = join(this.dir, 'sda.sock');
     this.logPath = join(this.dir, 'processes.log');
+    this.standaloneStateDir = join(this.dir, 'process-server');
+    this.standaloneSpoolDir = join(this.dir, 'process-server-spool');
     this.imageBytes = options.imageBytes ?? 128 * MiB;
     const slotCount = options.slotCount ?? 4096;
     const offsetBytes = options.recordOffsetBytes ?? 8 * MiB;
@@ -397,9 +414,22 @@ export class ReplicationRig {
       false,
     );
     const configServerId = String((registered.server as { id: string }).id);
+    writeFileSync(join(this.dir, 'cs.credential'), `${String(registered.credential)}\n`, { mode: 0o600 });
+    writeFileSync(join(this.dir, 'store.passphrase'), `${PASSPHRASE}\n`, { mode: 0o600 });
+    if (this.options.standaloneProcessServer) {
+      this.standalonePort = await freePort();
+      await this.startProcessServer();
+    }
     const machine = await this.api('POST', '/api/v1/machines', { configServerId, name: 'protected-1', privateIp: '127.0.0.1', os: 'debian-12', kernel: '6.1.0-18-amd64' }, 201);
     // A manual install: the "Enable protection" job waits for the agent to enroll with a token.
-    const enabled = await this.api('POST', '/api/v1/replication/enable', { vaultId: this.vaultId, policyId: this.policyId, configServerId, install: 'manual', machines: [String(machine.id)] }, 202);
+    const enabled = await this.api('POST', '/api/v1/replication/enable', {
+        vaultId: this.vaultId,
+        policyId: this.policyId,
+        configServerId,
+        install: 'manual',
+        machines: [String(machine.id)],
+        ...(this.options.standaloneProcessServer ? { processServerId: this.processServerId } : {}),
+      }, 202);
     this.itemId = String((enabled.items as { id: string }[])[0]?.id);
     const token = await this.api('POST', `/api/v1/items/${this.itemId}/enrollment-token`, {}, 201);
     const tokenFile = join(this.dir, 'enrollment-token');
@@ -453,6 +483,62 @@ export class ReplicationRig {
   async restartServer(): Promise<void> {
     await this.killServer();
     await this.startServer();
+  }
+
+  /**
+   * Starts the standalone `lifeboat process-server run` on its state dir, spool and fixed
+   * port (with `standaloneProcessServer`); resolves once it listens (it registered).
+   */
+  async startProcessServer(): Promise<void> {
+    if (!this.options.standaloneProcessServer) throw new Error('the rig runs the built-in process server (standaloneProcessServer: false)');
+    if (this.processServer?.running) throw new Error('the process server is running');
+    const args = [
+      'process-server',
+      'run',
+      '--vault',
+      this.apiUrl,
+      '--credential-file',
+      join(this.dir, 'cs.credential'),
+      '--name',
+      'ps-faults',
+      '--listen',
+      `127.0.0.1:${this.standalonePort}`,
+      '--address',
+      '127.0.0.1',
+      '--state-dir',
+      this.standaloneStateDir,
+      '--spool-dir',
+      this.standaloneSpoolDir,
+      '--passphrase-file',
+      join(this.dir, 'store.passphrase'),
+      '--json',
+    ];
+    const run = spawnCli('process-server', args, this.logPath, { LIFEBOAT_LOG_LEVEL: 'info' });
+    this.processServer = run;
+    const started = await waitUntil(
+      'lifeboat process-server run to listen',
+      () => {
+        if (!run.running) throw new Error(`lifeboat process-server run exited ${JSON.stringify(run.exit)}\n${run.tail()}`);
+        try {
+          return JSON.parse(run.stdout) as { id: string };
+        } catch {
+          return undefined;
+        }
+      },
+      60_000,
+      50,
+    );
+    this.processServerId = String(started.id);
+  }
+
+  /** SIGKILL to the standalone process server. */
+  async killProcessServer(): Promise<void> {
+    await this.processServer?.kill9();
+  }
+
+  async restartProcessServer(): Promise<void> {
+    await this.killProcessServer();
+    await this.startProcessServer();
   }
 
   /** Starts `lifeboat agent run --json` (extra args: the enrollment flags on the first start). */
@@ -538,7 +624,7 @@ export class ReplicationRig {
 
   /** Segment files in the process server's spool (acknowledged to the agent, not yet uploaded and deleted). */
   spooledSegments(): string[] {
-    const root = join(this.spoolDir, this.storeDisk);
+    const root = join(this.options.standaloneProcessServer ? this.standaloneSpoolDir : this.spoolDir, this.storeDisk);
     if (!existsSync(root)) return [];
     return readdirSync(root, { withFileTypes: true })
       .filter((d) => d.isDirectory())
@@ -646,6 +732,7 @@ export class ReplicationRig {
   async close(options: { keepDir?: boolean } = {}): Promise<void> {
     await this.writer.stop().catch(() => undefined);
     await this.agent?.stop(10_000);
+    await this.processServer?.stop(10_000);
     await this.server?.stop(10_000);
     if (!options.keepDir) this.cleanupDir();
   }

@@ -1,8 +1,10 @@
 /**
  * kill -9 during continuous replication, with the real processes (replication-harness.ts):
  * `lifeboat agent run` (journal tracker, NBD export written by a record writer) and
- * `lifeboat server` (vault + built-in process server + replica processor), each killed
- * with SIGKILL at random moments, many times, while acknowledged writes keep coming.
+ * `lifeboat server` (vault + built-in process server + replica processor), and a
+ * standalone `lifeboat process-server run`, each killed with SIGKILL at random moments
+ * (some aimed: a cut in flight, the disk lock held by the replica processor, segments
+ * acknowledged but not uploaded), many times, while acknowledged writes keep coming.
  *
  * After every kill and restart, the next recovery point (captured after the restart)
  * holds every record acknowledged before its capture time and is crash consistent (a
@@ -20,6 +22,9 @@ import { ReplicationRig, capturedAtMs, sleep, waitUntil, type PointCheck } from 
 
 const AGENT_KILLS = 10;
 const SERVER_KILLS = 8;
+const PROCESS_SERVER_KILLS = 7;
+/** The standalone process server's kill aimed at acknowledged segments not yet uploaded. */
+const SPOOL_ROUND = 3;
 const LOCK_ROUND = 2;
 /** Server kills aimed at a state by round number; the others land at blind moments. */
 const AIMED_SERVER_KILLS: Readonly<Record<number, (rig: ReplicationRig) => { what: string; seen: () => boolean }>> = {
@@ -115,7 +120,7 @@ async function round(
   return { ...check, leftBehind };
 }
 
-describe('replication: kill -9 of the agent and of the server at random moments', { timeout: 360_000 }, () => {
+describe('replication: kill -9 of the agent, the server and a standalone process server at random moments', { timeout: 420_000 }, () => {
   it(`the agent, killed ${AGENT_KILLS} times while records are written: every acknowledged record in the next point, no full resync`, async (t) => {
     const seed = faultSeed(Math.floor(Math.random() * 2 ** 31));
     t.diagnostic(`LIFEBOAT_FAULT_SEED=${seed}`);
@@ -187,6 +192,46 @@ describe('replication: kill -9 of the agent and of the server at random moments'
       assert.equal(rig.writer.failures, 0, tag(seed, 'no write to the disk failed while the server was down'));
       const connects = rig.agentEvents()[0]?.events.filter((e) => e.event === 'connected').length ?? 0;
       assert.ok(connects >= SERVER_KILLS + 1, tag(seed, `the agent reconnected after every kill (${connects} connections)`));
+      assert.deepEqual(rig.fullResyncs(), [], tag(seed, 'replication resumed after every kill without a full compare'));
+      await heartbeatContinuous(rig, seed);
+      await finalChecks(rig, seed);
+      for (const line of log) t.diagnostic(line);
+      t.diagnostic(`${rig.writer.acked.records.length} records acknowledged, agent connected ${connects} times`);
+      ok = true;
+    } finally {
+      await rig.close({ keepDir: !ok });
+    }
+  });
+
+  it(`a standalone process server, killed ${PROCESS_SERVER_KILLS} times and restarted on its spool: the agent reconnects by itself, no acknowledged record lost, no full resync`, async (t) => {
+    const seed = faultSeed(Math.floor(Math.random() * 2 ** 31));
+    t.diagnostic(`LIFEBOAT_FAULT_SEED=${seed}`);
+    const rng = new Rng(seed);
+    const rig = await ReplicationRig.start({ name: 'rep-kill-ps', seed, standaloneProcessServer: true });
+    let ok = false;
+    const log: string[] = [];
+    try {
+      const agentRow = await rig.api('GET', `/api/v1/items/${rig.itemId}`);
+      assert.equal(agentRow.processServerId, rig.processServerId, 'the item replicates through the standalone process server');
+      rig.writer.start();
+      await rig.writer.waitForRecords(50);
+      let lastPrefix = 0;
+      for (let i = 0; i < PROCESS_SERVER_KILLS; i++) {
+        const it: Iteration = {
+          i,
+          afterMs: rng.int(3000),
+          downMs: rng.int(2000),
+          ...(i === SPOOL_ROUND ? { aim: { what: 'a segment acknowledged and still in the spool', seen: () => rig.spooledSegments().length > 0 } } : {}),
+        };
+        const check = await round(rig, seed, it, () => rig.killProcessServer(), () => rig.startProcessServer(), log);
+        assert.ok(check.report.prefix >= lastPrefix, tag(seed, `round ${i}: the point went back from record ${lastPrefix} to ${check.report.prefix}`));
+        lastPrefix = check.report.prefix;
+      }
+      assert.equal(rig.agentRuns.length, 1, 'the agent was never restarted');
+      assert.ok(rig.server?.running && rig.agent?.running, tag(seed, 'the vault and the agent outlived every process-server kill'));
+      assert.equal(rig.writer.failures, 0, tag(seed, 'no write to the disk failed while the process server was down'));
+      const connects = rig.agentEvents()[0]?.events.filter((e) => e.event === 'connected').length ?? 0;
+      assert.ok(connects >= PROCESS_SERVER_KILLS + 1, tag(seed, `the agent reconnected after every kill (${connects} connections)`));
       assert.deepEqual(rig.fullResyncs(), [], tag(seed, 'replication resumed after every kill without a full compare'));
       await heartbeatContinuous(rig, seed);
       await finalChecks(rig, seed);
