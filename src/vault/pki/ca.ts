@@ -106,20 +106,23 @@ export class VaultCa {
    * (host names or IP addresses) as subject alternative names.
    */
   async issueProcessServerCertificate(sans: readonly string[]): Promise<ProcessServerTls> {
-    if (sans.length === 0) throw new LifeboatError('CONFIG_INVALID', 'a process-server certificate needs at least one address (SAN)');
     const keys = (await webcrypto.subtle.generateKey(ALGORITHM, true, ['sign', 'verify'])) as CryptoKeyPair;
-    const names = sans.map((s) => {
-      const bare = s.replace(/^\[|\]$/g, '');
-      return isIP(bare) ? { type: 'ip' as const, value: bare } : { type: 'dns' as const, value: s };
-    });
-    const cert = await this.issue({
-      subject: `CN=lifeboat-process-server`,
-      publicKey: keys.publicKey,
-      usage: x509.ExtendedKeyUsage.serverAuth,
-      extra: [new x509.SubjectAlternativeNameExtension(names)],
-    });
+    const cert = await this.issueServer(keys.publicKey, sans);
     const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));
     return { certPem: cert.certPem, keyPem: pemOf('PRIVATE KEY', pkcs8), caPem: this.caPem };
+  }
+
+  /**
+   * Signs a standalone process server's CSR (its key never leaves it): the same
+   * serverAuth certificate as issueProcessServerCertificate, for `sans`. VALIDATION
+   * when the CSR is malformed or its signature does not verify.
+   */
+  async signProcessServerCsr(csrPem: string, sans: readonly string[]): Promise<IssuedCertificate> {
+    const publicKey = await csrPublicKey(csrPem, (why, cause) => new LifeboatError('VALIDATION', `the certificate request is refused: ${why}`, {
+      cause,
+      details: { errors: [{ in: 'body', field: '/csrPem', message: why }] },
+    }));
+    return this.issueServer(publicKey, sans);
   }
 
   /**
@@ -129,27 +132,22 @@ export class VaultCa {
    */
   async signAgentCsr(csrPem: string, machineId: string): Promise<IssuedCertificate> {
     if (!/^[0-9A-Za-z_-]{1,64}$/.test(machineId)) throw new LifeboatError('INTERNAL', 'machine ids are 1-64 of A-Z a-z 0-9 _ -');
-    if (typeof csrPem !== 'string' || csrPem.length > MAX_CSR_BYTES) throw badCsr('too long');
-    let csr: x509.Pkcs10CertificateRequest;
-    try {
-      csr = new x509.Pkcs10CertificateRequest(csrPem);
-    } catch (err) {
-      throw badCsr('it is not a PEM certificate request', err);
-    }
-    let valid = false;
-    try {
-      valid = await csr.verify();
-    } catch (err) {
-      throw badCsr('its signature cannot be checked', err);
-    }
-    if (!valid) throw badCsr('its signature does not verify');
-    let publicKey: CryptoKey;
-    try {
-      publicKey = await csr.publicKey.export();
-    } catch (err) {
-      throw badCsr('its public key is not usable', err);
-    }
+    const publicKey = await csrPublicKey(csrPem, badCsr);
     return this.issue({ subject: `CN=agent-${machineId}`, publicKey, usage: x509.ExtendedKeyUsage.clientAuth, extra: [] });
+  }
+
+  private issueServer(publicKey: CryptoKey, sans: readonly string[]): Promise<IssuedCertificate> {
+    if (sans.length === 0) throw new LifeboatError('CONFIG_INVALID', 'a process-server certificate needs at least one address (SAN)');
+    const names = sans.map((s) => {
+      const bare = s.replace(/^\[|\]$/g, '');
+      return isIP(bare) ? { type: 'ip' as const, value: bare } : { type: 'dns' as const, value: s };
+    });
+    return this.issue({
+      subject: `CN=lifeboat-process-server`,
+      publicKey,
+      usage: x509.ExtendedKeyUsage.serverAuth,
+      extra: [new x509.SubjectAlternativeNameExtension(names)],
+    });
   }
 
   private async issue(o: { subject: string; publicKey: CryptoKey; usage: string; extra: x509.Extension[] }): Promise<IssuedCertificate> {
@@ -187,6 +185,29 @@ function newSerial(): string {
   const bytes = randomBytes(16);
   bytes[0] = ((bytes[0] as number) & 0x7f) | 0x10;
   return bytes.toString('hex');
+}
+
+/** The public key of a CSR whose signature verifies (proof its sender holds the key); `fail` makes the refusal. */
+async function csrPublicKey(csrPem: string, fail: (why: string, cause?: unknown) => LifeboatError): Promise<CryptoKey> {
+  if (typeof csrPem !== 'string' || csrPem.length > MAX_CSR_BYTES) throw fail('too long');
+  let csr: x509.Pkcs10CertificateRequest;
+  try {
+    csr = new x509.Pkcs10CertificateRequest(csrPem);
+  } catch (err) {
+    throw fail('it is not a PEM certificate request', err);
+  }
+  let valid = false;
+  try {
+    valid = await csr.verify();
+  } catch (err) {
+    throw fail('its signature cannot be checked', err);
+  }
+  if (!valid) throw fail('its signature does not verify');
+  try {
+    return await csr.publicKey.export();
+  } catch (err) {
+    throw fail('its public key is not usable', err);
+  }
 }
 
 function badCsr(why: string, cause?: unknown): LifeboatError {

@@ -1,16 +1,10 @@
-import 'reflect-metadata';
-import { webcrypto } from 'node:crypto';
 import { isIP } from 'node:net';
-import * as x509 from '@peculiar/x509';
 import { LifeboatError } from '../../core/errors.js';
 import type { ConfigServer, ProcessServer, ServerHealth } from '../../core/model.js';
 import type { Repositories } from '../db/repositories/index.js';
-import type { IssuedCertificate, VaultCa } from '../pki/ca.js';
+import type { VaultCa } from '../pki/ca.js';
 import type { AgentService, ProcessServerEndpoint } from './agents.js';
 import { BUILT_IN_PROCESS_SERVER } from './registration.js';
-
-// The library is typed against the DOM `Crypto`, which node:crypto's webcrypto implements.
-x509.cryptoProvider.set(webcrypto as unknown as x509.CryptoProvider extends { set(value: infer C): unknown } ? C : never);
 
 /**
  * Standalone process servers (`lifeboat process-server run`, docs/replication.md
@@ -27,7 +21,6 @@ x509.cryptoProvider.set(webcrypto as unknown as x509.CryptoProvider extends { se
  */
 
 const endpointKey = (id: string): string => `process-server-endpoint:${id}`;
-const MAX_CSR_BYTES = 16 * 1024;
 const MAX_SANS = 16;
 
 export interface StandaloneEndpoint extends ProcessServerEndpoint {
@@ -93,7 +86,7 @@ export class StandaloneProcessServers {
     const sans = [...new Set([input.address, ...(input.sans ?? [])])];
     if (sans.length > MAX_SANS) throw validation('/sans', `at most ${MAX_SANS} names`);
     const ca = await this.ca();
-    const cert = await signProcessServerCsr(ca, input.csrPem, sans);
+    const cert = await ca.signProcessServerCsr(input.csrPem, sans);
     const address = `${isIP(input.address) === 6 ? `[${input.address}]` : input.address}:${input.port}`;
     // TLS server names (SNI) are host names: with an IP address to dial, a DNS name of the certificate is checked instead.
     const serverName = sans.find((s) => isIP(s.replace(/^\[|\]$/g, '')) === 0) ?? input.address;
@@ -168,58 +161,6 @@ export class StandaloneProcessServers {
     }
     return { server, processServer };
   }
-}
-
-/**
- * Signs a process server's CSR: checks it (PEM, signature: proof it holds the key) and
- * issues a serverAuth certificate for `sans` from the vault CA, through the CA's own
- * issuing path so the certificate has exactly the extensions of the built-in one.
- */
-async function signProcessServerCsr(ca: VaultCa, csrPem: string, sans: readonly string[]): Promise<IssuedCertificate> {
-  if (csrPem.length > MAX_CSR_BYTES) throw badCsr('too long');
-  let csr: x509.Pkcs10CertificateRequest;
-  try {
-    csr = new x509.Pkcs10CertificateRequest(csrPem);
-  } catch (err) {
-    throw badCsr('it is not a PEM certificate request', err);
-  }
-  let valid = false;
-  try {
-    valid = await csr.verify();
-  } catch (err) {
-    throw badCsr('its signature cannot be checked', err);
-  }
-  if (!valid) throw badCsr('its signature does not verify');
-  let publicKey: webcrypto.CryptoKey;
-  try {
-    publicKey = (await csr.publicKey.export()) as webcrypto.CryptoKey;
-  } catch (err) {
-    throw badCsr('its public key is not usable', err);
-  }
-  const names = sans.map((s) => {
-    const bare = s.replace(/^\[|\]$/g, '');
-    return isIP(bare) ? { type: 'ip' as const, value: bare } : { type: 'dns' as const, value: s };
-  });
-  // VaultCa issues from a CSR for agents only (signAgentCsr); its private issue() is the
-  // one path that signs with the CA key. Reached here until the CA grows a public
-  // signProcessServerCsr; the key stays inside VaultCa either way.
-  const issuer = ca as unknown as {
-    issue(o: { subject: string; publicKey: webcrypto.CryptoKey; usage: string; extra: x509.Extension[] }): Promise<IssuedCertificate>;
-  };
-  if (typeof issuer.issue !== 'function') throw new LifeboatError('INTERNAL', 'the vault CA cannot issue certificates from a CSR');
-  return issuer.issue.call(ca, {
-    subject: 'CN=lifeboat-process-server',
-    publicKey,
-    usage: x509.ExtendedKeyUsage.serverAuth,
-    extra: [new x509.SubjectAlternativeNameExtension(names)],
-  });
-}
-
-function badCsr(why: string, cause?: unknown): LifeboatError {
-  return new LifeboatError('VALIDATION', `the certificate request is refused: ${why}`, {
-    cause,
-    details: { errors: [{ in: 'body', field: '/csrPem', message: why }] },
-  });
 }
 
 function validation(field: string, message: string): LifeboatError {
