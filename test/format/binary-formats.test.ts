@@ -13,7 +13,7 @@ import {
   type PackHeader,
 } from '../../src/format/pack.js';
 import { chunkCountFor, decodeDiskIndex, encodeDiskIndex, type DiskIndex } from '../../src/format/disk-index.js';
-import { decodeSegment, encodeSegment, type JournalSegment } from '../../src/format/segment.js';
+import { decodeSegment, encodeSegment, SEGMENT_APP_CONSISTENT, SEGMENT_CONTINUES, SEGMENT_PARTIAL, type JournalSegment } from '../../src/format/segment.js';
 import { damaged, decodesOrRefuses, throwsCode } from './fuzz.js';
 
 const u32 = fc.integer({ min: 0, max: 0xffffffff });
@@ -114,6 +114,16 @@ test('journal segment round-trips', () => {
     }),
     { numRuns: 300 },
   );
+});
+
+test('journal segment flags round-trip; unknown flag bits are refused', () => {
+  const base: JournalSegment = { generation: 2, sequence: 9, diskSizeBytes: 8192, createdAtMs: 1234, extents: [{ offset: 4096, data: Buffer.alloc(10, 7) }] };
+  for (const flags of [SEGMENT_PARTIAL, SEGMENT_CONTINUES, SEGMENT_APP_CONSISTENT, SEGMENT_PARTIAL | SEGMENT_CONTINUES, SEGMENT_CONTINUES | SEGMENT_APP_CONSISTENT]) {
+    assert.equal(decodeSegment(encodeSegment({ ...base, flags }), 'segment').flags, flags);
+  }
+  // Flags 0 (every segment written before flags existed) decode as absent: a whole cut.
+  assert.equal(decodeSegment(encodeSegment(base), 'segment').flags, undefined);
+  throwsCode(() => decodeSegment(encodeSegment({ ...base, flags: 8 }), 'segment'), 'CORRUPT_OBJECT');
 });
 
 test('journal segment with an extent past the disk end is refused', () => {
