@@ -31,12 +31,17 @@ interface Job {
 
 /**
  * Moves spooled segments into their vault's store: seal on a worker thread,
- * putSealedSegment (create-only), then delete the spool file. Order across
- * segments is not kept (the store names segments by sequence); a segment is
+ * putSealedSegment (create-only), then delete the spool file. Segments are
+ * uploaded several at once (the store names segments by sequence); a segment is
  * deleted from the spool only once the store holds it.
  *
  * - Failures (storage outage, a vault not answering) retry with exponential
- *   backoff for as long as it takes.
+ *   backoff for as long as it takes. While a segment of a disk waits out its
+ *   backoff, the disk's later segments wait for it, and once one of the disk's
+ *   segments is stored the others are tried at once: after an outage the store
+ *   gets them in order, so the replica processor never meets a gap that is only
+ *   an upload still to come (it raised a critical journal-gap alert for as long
+ *   as the backoffs lasted, up to retryMaxMs).
  * - CONFLICT: the store has the segment already (a previous process died after
  *   the put). The stored one is read back and compared; equal is success,
  *   different keeps the file and raises an error in the stats: unknown data is
@@ -94,6 +99,13 @@ export class Uploader {
     }
     const t = performance.now();
     let wakeAt = Infinity;
+    // Per disk and generation, the lowest sequence waiting out a backoff: later ones wait behind it.
+    const backingOff = new Map<string, number>();
+    for (const job of this.jobs) {
+      if (job.busy || job.stuck || job.notBefore <= t) continue;
+      const key = streamOf(job);
+      backingOff.set(key, Math.min(backingOff.get(key) ?? Infinity, job.entry.sequence));
+    }
     for (const job of this.jobs) {
       if (this.running >= this.o.concurrency) break;
       if (job.busy || job.stuck) continue;
@@ -101,6 +113,7 @@ export class Uploader {
         wakeAt = Math.min(wakeAt, job.notBefore);
         continue;
       }
+      if (job.entry.sequence > (backingOff.get(streamOf(job)) ?? Infinity)) continue;
       job.busy = true;
       this.running++;
       void this.run(job).finally(() => {
@@ -156,6 +169,8 @@ export class Uploader {
       await this.o.spool.remove(job.entry);
       this.done(job);
       this.segmentsUploaded++;
+      // The store answers again: the disk's segments still backing off are tried now.
+      for (const j of this.jobs) if (!j.busy && !j.stuck && streamOf(j) === streamOf(job)) j.notBefore = 0;
     } catch (err) {
       const e = asLifeboatError(err);
       if (e.code === 'GENERATION_FENCED') {
@@ -185,6 +200,10 @@ export class Uploader {
       this.error(job, asLifeboatError(e), 'dropping a fenced segment failed');
     }
   }
+}
+
+function streamOf(job: Job): string {
+  return `${job.entry.disk}/${job.entry.generation}`;
 }
 
 /** Whether two segments carry the same change: flags, disk size, capture time and every extent's bytes. */
