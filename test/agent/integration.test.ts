@@ -69,8 +69,13 @@ describe('agent with a real process server (TLS on loopback) and the scan tracke
       assert.ok((committed()[0]?.lastSequence ?? 0) >= 2, 'the full cut took more than one segment');
       writeAt(image, 12 * MiB + 4096, randomBytes(8192));
       writeAt(image, 23 * MiB, Buffer.alloc(4096, 7));
-      const before = committed().length;
-      await waitFor('an incremental cut', () => committed().slice(before).some((c) => c.bytes > 0), 60_000);
+      // The scan tracker reads while a cut ships (it is not point-in-time): only a cut that
+      // started after the writes is sure to have read them all.
+      const mark = events.length;
+      await waitFor('a cut started after the writes to commit', () => {
+        const started = new Set(events.slice(mark).flatMap((e) => (e.event === 'cut-started' ? [e.cutId] : [])));
+        return committed().some((c) => started.has(c.cutId));
+      }, 60_000);
     } finally {
       stop.abort();
       await running;
