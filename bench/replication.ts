@@ -3,10 +3,10 @@
  * docs/benchmarks.md, "Continuous replication"): replication lag while fio writes
  * to a protected disk, and the agent's and the process server's CPU and memory.
  *
- * Three processes besides fio:
- * - this one: the vault (startVaultServer, SQLite, a fs store under .bench/, policy
- *   crash-consistent every 1 s, its replica processor on its default 1 s pass), the
- *   marker writer and the /proc sampler;
+ * Each rate runs on a fresh set of three processes besides fio:
+ * - this one: the vault on a worker thread (startVaultServer, SQLite, a fs store
+ *   under .bench/, policy crash-consistent every 1 s, its replica processor on its
+ *   default 1 s pass), and on the main thread the marker writer and the /proc sampler;
  * - the process server, a child process (`--serve-process-server`) that asks this
  *   process over IPC to authorize agents (the vault's own `authorize`) and uploads
  *   into the vault's store;
@@ -30,6 +30,7 @@ import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { isMainThread, parentPort, Worker, workerData, type MessagePort } from 'node:worker_threads';
 import { LifeboatError } from '../src/core/errors.js';
 import { pointCapturedAt } from '../src/format/manifest.js';
 import { NbdClient } from '../src/nbd/client.js';
@@ -38,7 +39,7 @@ import { startProcessServer, type ProcessServerStats } from '../src/process-serv
 import { FsStorage } from '../src/storage/fs/fs-storage.js';
 import { Repository } from '../src/store/repository.js';
 import { createVaultLogger } from '../src/vault/logging/logger.js';
-import { startVaultServer, type VaultServer } from '../src/vault/server.js';
+import { startVaultServer } from '../src/vault/server.js';
 import { requireTool } from '../test/helpers/env.js';
 import { startFio, type FioResult } from '../test/helpers/fio.js';
 import { BENCH_DIR, ROOT } from './paths.js';
@@ -50,8 +51,8 @@ const MB = 1e6;
 const MARKER_REGION_BYTES = 64 * MiB;
 const MARKER_BYTES = 4096;
 const STORE_PASSPHRASE = 'bench-replication-Passphrase-1';
-/** After fio stops, how long the last markers may take to reach a point before the rate counts as failed. */
-const DRAIN_TIMEOUT_MS = 180_000;
+/** After fio stops, how long the last markers may take to reach a point; later markers are counted as missing. */
+const DRAIN_TIMEOUT_MS = 60_000;
 /** Before the first rate: the initial (full) cut of the sparse image and its point. */
 const INITIAL_TIMEOUT_MS = 300_000;
 const SAMPLE_MS = 250;
@@ -105,6 +106,8 @@ export interface RateResult {
   readonly markers: number;
   readonly durable: Lag;
   readonly point: Lag;
+  /** Markers whose cut was not acknowledged before the drain timeout. */
+  readonly durableMissing: number;
   /** Markers that reached no point before the drain timeout. */
   readonly markersMissing: number;
   /** Data bytes of the cuts the agent committed from the start of fio to the end of the drain. */
@@ -189,7 +192,7 @@ class ProcessServerChild {
   private readonly statsWaiters = new Map<number, (s: ProcessServerStats) => void>();
   private nextId = 1;
   readonly ready: Promise<number>;
-  private constructor(readonly child: ChildProcess, vault: VaultServer) {
+  private constructor(readonly child: ChildProcess, authorize: (input: { machineId: string; certificateSerial: string }) => Promise<AgentGrant>) {
     this.ready = new Promise((resolve, reject) => {
       child.once('exit', (code, signal) => reject(new Error(`the process server exited (${code ?? signal})`)));
       child.on('message', (m: FromChild) => {
@@ -198,8 +201,8 @@ class ProcessServerChild {
           this.statsWaiters.get(m.id)?.(m.stats);
           this.statsWaiters.delete(m.id);
         } else if (m.type === 'authorize') {
-          vault.processServerBackend.authorize({ machineId: m.machineId, certificateSerial: m.certificateSerial }).then(
-            (grant) => child.send({ type: 'authorized', id: m.id, grant: { ...grant, disks: [...grant.disks] } } satisfies ToChild),
+          authorize({ machineId: m.machineId, certificateSerial: m.certificateSerial }).then(
+            (grant) => child.send({ type: 'authorized', id: m.id, grant } satisfies ToChild),
             (e: unknown) => child.send({ type: 'authorized', id: m.id, error: { code: (e as LifeboatError).code ?? 'INTERNAL', message: (e as Error).message } } satisfies ToChild),
           );
         }
@@ -208,12 +211,12 @@ class ProcessServerChild {
     this.ready.catch(() => undefined);
   }
 
-  static start(configPath: string, vault: VaultServer): ProcessServerChild {
+  static start(configPath: string, authorize: (input: { machineId: string; certificateSerial: string }) => Promise<AgentGrant>): ProcessServerChild {
     const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--serve-process-server', configPath], {
       cwd: ROOT,
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
-    return new ProcessServerChild(child, vault);
+    return new ProcessServerChild(child, authorize);
   }
 
   stats(): Promise<ProcessServerStats> {
@@ -323,6 +326,141 @@ class AgentChild {
 }
 
 // ---------------------------------------------------------------------------------
+// The vault, on a worker thread of this process: a replica-processor pass holds its
+// event loop for seconds, and the marker writer and the sampler must not wait for it.
+
+interface VaultReady {
+  readonly type: 'ready';
+  readonly url: string;
+  readonly itemId: string;
+  readonly token: string;
+  readonly storeUrl: string;
+  readonly tls: ServeConfig['tls'];
+}
+type FromVault =
+  | VaultReady
+  | { type: 'point'; capturedAtMs: number; atMs: number; passMs: number }
+  | { type: 'authorized'; id: number; grant?: AgentGrant; error?: { code: string; message: string } }
+  | { type: 'endpoint-set' }
+  | { type: 'failed'; message: string };
+type ToVault = { type: 'authorize'; id: number; machineId: string; certificateSerial: string } | { type: 'endpoint'; port: number } | { type: 'close' };
+
+async function vaultWorker(dir: string): Promise<void> {
+  const port = parentPort as MessagePort;
+  const post = (m: FromVault): void => port.postMessage(m);
+  const vault = await startVaultServer({
+    dataDir: join(dir, 'vault'),
+    host: '127.0.0.1',
+    port: 0,
+    logger: createVaultLogger({ level: 'warn' }),
+    storeScrypt: { N: 2 ** 14, r: 8, p: 1 },
+  });
+  port.on('message', (m: ToVault) => {
+    if (m.type === 'authorize') {
+      vault.processServerBackend.authorize({ machineId: m.machineId, certificateSerial: m.certificateSerial }).then(
+        (grant) => post({ type: 'authorized', id: m.id, grant: { ...grant, disks: [...grant.disks] } }),
+        (e: unknown) => post({ type: 'authorized', id: m.id, error: { code: (e as LifeboatError).code ?? 'INTERNAL', message: (e as Error).message } }),
+      );
+    } else if (m.type === 'endpoint') {
+      vault.setProcessServerEndpoint({ host: '127.0.0.1', port: m.port, serverName: 'localhost' });
+      post({ type: 'endpoint-set' });
+    } else if (m.type === 'close') {
+      void vault.close().finally(() => process.exit(0));
+    }
+  });
+  const owner = vault.initialAdminToken as string;
+  const api = async (method: string, path: string, body?: unknown): Promise<Record<string, unknown>> => {
+    const res = await fetch(vault.url + path, {
+      method,
+      headers: { authorization: `Bearer ${owner}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
+    return JSON.parse(text) as Record<string, unknown>;
+  };
+  const storeUrl = pathToFileURL(join(dir, 'store')).href;
+  const vaultId = String((await api('POST', '/api/v1/vaults', { name: 'bench', location: 'local', storeUrl, storePassphrase: STORE_PASSPHRASE })).id);
+  // The machine and item as the enable-protection job would leave them (as in test/vault/replica/agent-e2e.test.ts).
+  const repos = vault.repos;
+  const cs = await repos.configServers.create({ vaultId, name: 'bench-cs', address: '127.0.0.1', version: '0.1.0' });
+  const machine = await repos.machines.create({ configServerId: cs.id, name: 'bench-machine', privateIp: '127.0.0.1', os: 'debian-12', supported: true });
+  const policy = await repos.policies.create({ vaultId, name: 'bench-1s', rpoThresholdSeconds: 60, retentionHours: 24, appConsistentFrequencyMinutes: 0, crashConsistentFrequencySeconds: 1 });
+  const item = await repos.items.create({
+    vaultId,
+    machineId: machine.id,
+    policyId: policy.id,
+    state: 'initial-replication',
+    compute: { targetName: 'bench', size: 'small', network: null, subnet: null, ip: null },
+    disks: [],
+  });
+  await repos.items.update(item.id, { generation: 1 });
+  // Every point the replica processor makes: its capture time, when the pass returned, how long the pass took.
+  const replica = vault.replica;
+  const processNow = replica.processNow.bind(replica);
+  replica.processNow = async (itemId: string) => {
+    const started = performance.now();
+    const out = await processNow(itemId);
+    const d = out.disks[0];
+    if (d?.newest && d.pointsMade > 0) post({ type: 'point', capturedAtMs: Date.parse(pointCapturedAt(d.newest)), atMs: Date.now(), passMs: performance.now() - started });
+    return out;
+  };
+  const token = String((await api('POST', `/api/v1/items/${item.id}/enrollment-token`, {})).token);
+  post({ type: 'ready', url: vault.url, itemId: item.id, token, storeUrl, tls: await vault.processServerTls(['127.0.0.1', 'localhost']) });
+}
+
+class VaultThread {
+  readonly points: PointSeen[] = [];
+  readonly ready: Promise<VaultReady>;
+  private readonly worker: Worker;
+  private readonly authorizing = new Map<number, (m: Extract<FromVault, { type: 'authorized' }>) => void>();
+  private endpointSet: (() => void) | undefined;
+  private nextId = 1;
+  constructor(dir: string) {
+    // A worker does not inherit `--import tsx`: it registers the TypeScript loader itself, then loads this file.
+    const bootstrap = `import('tsx/esm/api').then((tsx) => { tsx.register(); return import(${JSON.stringify(import.meta.url)}); })`;
+    this.worker = new Worker(bootstrap, { eval: true, workerData: { role: 'vault', dir } });
+    this.ready = new Promise((resolve, reject) => {
+      this.worker.once('error', reject);
+      this.worker.once('exit', (code) => reject(new Error(`the vault thread exited (${code})`)));
+      this.worker.on('message', (m: FromVault) => {
+        if (m.type === 'ready') resolve(m);
+        else if (m.type === 'point') this.points.push({ capturedAtMs: m.capturedAtMs, atMs: m.atMs, passMs: m.passMs });
+        else if (m.type === 'authorized') {
+          this.authorizing.get(m.id)?.(m);
+          this.authorizing.delete(m.id);
+        } else if (m.type === 'endpoint-set') this.endpointSet?.();
+      });
+    });
+    this.ready.catch(() => undefined);
+  }
+
+  authorize(input: { machineId: string; certificateSerial: string }): Promise<AgentGrant> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.authorizing.set(id, (m) => (m.grant ? resolve(m.grant) : reject(new LifeboatError('AGENT_UNAUTHORIZED', m.error?.message ?? 'refused'))));
+      this.worker.postMessage({ type: 'authorize', id, ...input } satisfies ToVault);
+    });
+  }
+
+  setEndpoint(port: number): Promise<void> {
+    return new Promise((resolve) => {
+      this.endpointSet = resolve;
+      this.worker.postMessage({ type: 'endpoint', port } satisfies ToVault);
+    });
+  }
+
+  /** A pass may hold the thread for a long time: after a short grace the thread is terminated (its data directory is deleted anyway). */
+  async stop(): Promise<void> {
+    const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
+    this.worker.postMessage({ type: 'close' } satisfies ToVault);
+    const timer = setTimeout(() => void this.worker.terminate(), 5_000);
+    await exited;
+    clearTimeout(timer);
+  }
+}
+
+// ---------------------------------------------------------------------------------
 // The run.
 
 interface Marker {
@@ -371,216 +509,178 @@ function firstCapturedAfter<T extends { capturedAtMs: number }>(list: readonly T
   return list.find((x) => x.capturedAtMs >= t);
 }
 
-export async function runReplication(options: ReplicationOptions, commandLine: string, log: (msg: string) => void): Promise<ReplicationReport> {
-  requireTool('fio', 'fio');
-  if (!existsSync(join(ROOT, 'dist', 'cli', 'main.js'))) throw new Error('the agent runs the built CLI: npm run build first');
-  if (options.diskBytes <= MARKER_REGION_BYTES * 2) throw new Error('the disk is too small for the marker region');
-  const startedAt = new Date().toISOString();
-  const loadAtStart = loadavg()[0] ?? 0;
+/** One rate on a fresh vault, process server, agent and image: no backlog carries over from the rate before. */
+async function runRate(options: ReplicationOptions, rate: number, log: (msg: string) => void): Promise<{ result: RateResult; initial: ReplicationReport['initial'] }> {
   const dir = join(BENCH_DIR, 'replication');
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   // A Unix socket path is limited to 107 bytes: keep it short, outside the repository.
   const sockDir = mkdtempSync(join(tmpdir(), 'lb-repl-'));
   const socketPath = join(sockDir, 'nbd.sock');
-
-  const vault = await startVaultServer({
-    dataDir: join(dir, 'vault'),
-    host: '127.0.0.1',
-    port: 0,
-    logger: createVaultLogger({ level: 'warn' }),
-    storeScrypt: { N: 2 ** 14, r: 8, p: 1 },
-  });
+  const vault = new VaultThread(dir);
   let ps: ProcessServerChild | undefined;
   let agent: AgentChild | undefined;
   let nbd: NbdClient | undefined;
   try {
-    const owner = vault.initialAdminToken as string;
-    const api = async (method: string, path: string, body?: unknown): Promise<Record<string, unknown>> => {
-      const res = await fetch(vault.url + path, {
-        method,
-        headers: { authorization: `Bearer ${owner}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
-      const text = await res.text();
-      if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
-      return JSON.parse(text) as Record<string, unknown>;
-    };
-    const storeUrl = pathToFileURL(join(dir, 'store')).href;
-    const vaultId = String((await api('POST', '/api/v1/vaults', { name: 'bench', location: 'local', storeUrl, storePassphrase: STORE_PASSPHRASE })).id);
-    // The machine and item as the enable-protection job would leave them (as in test/vault/replica/agent-e2e.test.ts).
-    const repos = vault.repos;
-    const cs = await repos.configServers.create({ vaultId, name: 'bench-cs', address: '127.0.0.1', version: '0.1.0' });
-    const machine = await repos.machines.create({ configServerId: cs.id, name: 'bench-machine', privateIp: '127.0.0.1', os: 'debian-12', supported: true });
-    const policy = await repos.policies.create({ vaultId, name: 'bench-1s', rpoThresholdSeconds: 60, retentionHours: 24, appConsistentFrequencyMinutes: 0, crashConsistentFrequencySeconds: 1 });
-    const item = await repos.items.create({
-      vaultId,
-      machineId: machine.id,
-      policyId: policy.id,
-      state: 'initial-replication',
-      compute: { targetName: 'bench', size: 'small', network: null, subnet: null, ip: null },
-      disks: [],
-    });
-    await repos.items.update(item.id, { generation: 1 });
-
-    // Every point the replica processor makes, with the moment its pass returned.
-    const points: PointSeen[] = [];
-    const replica = vault.replica;
-    const processNow = replica.processNow.bind(replica);
-    replica.processNow = async (itemId: string) => {
-      const started = performance.now();
-      const out = await processNow(itemId);
-      const newest = out.disks[0]?.newest;
-      if (newest && out.disks[0]!.pointsMade > 0) points.push({ capturedAtMs: Date.parse(pointCapturedAt(newest)), atMs: Date.now(), passMs: performance.now() - started });
-      return out;
-    };
-
-    const psConfig: ServeConfig = { storeUrl, spoolDir: join(dir, 'spool'), tls: await vault.processServerTls(['127.0.0.1', 'localhost']) };
+    const v = await vault.ready;
+    const psConfig: ServeConfig = { storeUrl: v.storeUrl, spoolDir: join(dir, 'spool'), tls: v.tls };
     writeFileSync(join(dir, 'process-server.json'), JSON.stringify(psConfig), { mode: 0o600 });
-    ps = ProcessServerChild.start(join(dir, 'process-server.json'), vault);
-    const psPort = await ps.ready;
-    vault.setProcessServerEndpoint({ host: '127.0.0.1', port: psPort, serverName: 'localhost' });
+    ps = ProcessServerChild.start(join(dir, 'process-server.json'), (input) => vault.authorize(input));
+    await vault.setEndpoint(await ps.ready);
 
     const image = join(dir, 'disk.img');
     writeFileSync(image, '');
     truncateSync(image, options.diskBytes);
-    const token = String((await api('POST', `/api/v1/items/${item.id}/enrollment-token`, {})).token);
-    writeFileSync(join(dir, 'token'), `${token}\n`, { mode: 0o600 });
+    writeFileSync(join(dir, 'token'), `${v.token}\n`, { mode: 0o600 });
     writeFileSync(join(dir, 'agent.json'), JSON.stringify({ disks: [{ name: 'sda', tracker: { kind: 'journal', path: image, socketPath } }] }));
     const t0 = Date.now();
-    log(`replication: agent enrolling and replicating a ${options.diskBytes / GiB} GiB sparse image`);
     const a = (agent = AgentChild.start([
       '--config', join(dir, 'agent.json'),
       '--state-dir', join(dir, 'agent'),
-      '--vault', vault.url,
-      '--item', item.id,
+      '--vault', v.url,
+      '--item', v.itemId,
       '--token-file', join(dir, 'token'),
     ]));
+    const points = vault.points;
     const initialCut = await until('the initial cut', INITIAL_TIMEOUT_MS, () => a.cuts[0], a.exited);
     const initialPoint = await until('the initial point', INITIAL_TIMEOUT_MS, () => points[0], a.exited);
-    log(`replication: initial cut after ${((initialCut.ackedAtMs - t0) / 1000).toFixed(1)} s, first point after ${((initialPoint.atMs - t0) / 1000).toFixed(1)} s`);
     await until('the NBD socket', 30_000, () => (existsSync(socketPath) ? true : undefined), a.exited);
     const client = (nbd = await NbdClient.connect({ target: { socketPath }, exportName: 'disk' }));
     const markerBase = options.diskBytes - MARKER_REGION_BYTES;
-    const fioSize = markerBase;
     const nbdUri = `nbd+unix:///disk?socket=${socketPath}`;
     const psPid = ps.child.pid as number;
 
-    const rates: RateResult[] = [];
-    let markerSlot = 0;
-    for (const rate of options.ratesMBps) {
-      log(`replication: fio at ${rate} MB/s for ${options.durationS} s`);
-      const cutsBefore = a.cuts.length;
-      const pointsBefore = points.length;
-      const psBefore = await ps.stats();
-      const agentWatch = new ProcWatch(a.pid);
-      const psWatch = new ProcWatch(psPid);
-      const self0 = process.cpuUsage();
-      const wall0 = performance.now();
-      const sampler = setInterval(() => {
-        try {
-          agentWatch.sample();
-          psWatch.sample();
-        } catch {
-          // A process gone between two samples is reported by its exit, not here.
-        }
-      }, SAMPLE_MS);
-      const fio = startFio({ target: { nbdUri, sizeBytes: fioSize }, rateMBPerSec: rate, durationMs: options.durationS * 1000, ioDepth: options.ioDepth, seed: 1 });
-      const markers: Marker[] = [];
-      let writing = true;
-      const markerLoop = (async () => {
-        const block = Buffer.alloc(MARKER_BYTES);
-        while (writing) {
-          block.writeBigUInt64LE(BigInt(markerSlot), 0);
-          block.writeDoubleLE(Date.now(), 8);
-          const offset = markerBase + (markerSlot++ % (MARKER_REGION_BYTES / MARKER_BYTES)) * MARKER_BYTES;
-          const m0 = Date.now();
-          await client.write(offset, block);
-          await client.flush();
-          markers.push({ t0: m0, t1: Date.now() });
-          await sleep(options.markerIntervalMs);
-        }
-      })();
-      let fioResult: FioResult;
+    log(`replication: fio at ${rate} MB/s for ${options.durationS} s (initial cut after ${((initialCut.ackedAtMs - t0) / 1000).toFixed(1)} s)`);
+    const cutsBefore = a.cuts.length;
+    const pointsBefore = points.length;
+    const psBefore = await ps.stats();
+    const agentWatch = new ProcWatch(a.pid);
+    const psWatch = new ProcWatch(psPid);
+    const self0 = process.cpuUsage();
+    const wall0 = performance.now();
+    const sampler = setInterval(() => {
       try {
-        fioResult = await fio.done;
-      } finally {
-        writing = false;
-        await markerLoop;
+        agentWatch.sample();
+        psWatch.sample();
+      } catch {
+        // A process gone between two samples is reported by its exit, not here.
       }
-      const wallS = (performance.now() - wall0) / 1000;
-      clearInterval(sampler);
-      const agentFig = agentWatch.finish();
-      const psFig = psWatch.finish();
-      const self = process.cpuUsage(self0);
-      const loadAvg1 = loadavg()[0] ?? 0;
-      log(`replication: fio wrote ${(fioResult.bytesWritten / MB).toFixed(0)} MB at ${(fioResult.bandwidthBytesPerSec / MB).toFixed(1)} MB/s; waiting for the last markers`);
-
-      const last = markers[markers.length - 1] as Marker;
-      await until(`${rate} MB/s: the last marker in a point`, DRAIN_TIMEOUT_MS, () => firstCapturedAfter(points, last.t1), a.exited).catch((e: unknown) => log(`replication: ${(e as Error).message}`));
-      const psAfter = await ps.stats();
-      const durable: number[] = [];
-      const inPoint: number[] = [];
-      let missing = 0;
-      for (const m of markers) {
-        const cut = firstCapturedAfter(a.cuts, m.t1);
-        if (cut) durable.push(cut.ackedAtMs - m.t0);
-        const point = firstCapturedAfter(points, m.t1);
-        if (point) inPoint.push(point.atMs - m.t0);
-        else missing++;
+    }, SAMPLE_MS);
+    const fio = startFio({ target: { nbdUri, sizeBytes: markerBase }, rateMBPerSec: rate, durationMs: options.durationS * 1000, ioDepth: options.ioDepth, seed: 1 });
+    const markers: Marker[] = [];
+    let writing = true;
+    const markerLoop = (async () => {
+      const block = Buffer.alloc(MARKER_BYTES);
+      for (let slot = 0; writing; slot++) {
+        block.writeBigUInt64LE(BigInt(slot), 0);
+        block.writeDoubleLE(Date.now(), 8);
+        const offset = markerBase + (slot % (MARKER_REGION_BYTES / MARKER_BYTES)) * MARKER_BYTES;
+        const m0 = Date.now();
+        await client.write(offset, block);
+        await client.flush();
+        markers.push({ t0: m0, t1: Date.now() });
+        await sleep(options.markerIntervalMs);
       }
-      const cuts = a.cuts.slice(cutsBefore);
-      const passes = points.slice(pointsBefore).map((p) => p.passMs / 1000);
-      const result: RateResult = {
-        askedMBps: rate,
-        fio: {
-          bytes: fioResult.bytesWritten,
-          MBps: fioResult.bandwidthBytesPerSec / MB,
-          runtimeS: fioResult.runtimeMs / 1000,
-          writes: fioResult.writes,
-          p99WriteLatencyMs: fioResult.writeLatencyUs.p99 / 1000,
-        },
-        keptRate: fioResult.bandwidthBytesPerSec >= 0.95 * rate * MB,
-        markers: markers.length,
-        durable: lagOf(durable),
-        point: lagOf(inPoint),
-        markersMissing: missing,
-        shippedBytes: cuts.reduce((s, c) => s + c.bytes, 0),
-        cuts: cuts.length,
-        psBytesIn: psAfter.bytesIn - psBefore.bytesIn,
-        points: passes.length,
-        passMeanS: passes.reduce((x, y) => x + y, 0) / passes.length,
-        passMaxS: Math.max(...passes),
-        agent: agentFig,
-        processServer: psFig,
-        vault: { cpuPercent: (100 * (self.user + self.system)) / 1e6 / wallS },
-        loadAvg1,
-      };
-      rates.push(result);
-      log(
-        `replication: ${rate} MB/s: durable p50 ${result.durable.p50S.toFixed(2)} s p99 ${result.durable.p99S.toFixed(2)} s; ` +
-          `point p50 ${result.point.p50S.toFixed(2)} s p99 ${result.point.p99S.toFixed(2)} s; agent ${agentFig.cpuPercent.toFixed(0)} % CPU, ${agentFig.peakRssMiB.toFixed(0)} MiB`,
-      );
+    })();
+    let fioResult: FioResult;
+    try {
+      fioResult = await fio.done;
+    } finally {
+      writing = false;
+      await markerLoop;
     }
-    return {
-      commandLine,
-      startedAt,
-      machine: `${cpus()[0]?.model ?? 'unknown CPU'}, nproc ${availableParallelism()}, node ${process.version}, ${execFileSync('fio', ['--version'], { encoding: 'utf8' }).trim()}`,
-      loadAtStart,
-      loadAtEnd: loadavg()[0] ?? 0,
-      options,
-      fioCommand: `fio --ioengine=nbd --uri=nbd+unix:///disk?socket=… --rw=randwrite --bssplit=4k/40:8k/20:16k/20:32k/10:64k/10 --blockalign=4k --norandommap --rate=<rate> --time_based --runtime=${options.durationS}s --size=${fioSize} --iodepth=${options.ioDepth}`,
-      initial: { cutSeconds: (initialCut.ackedAtMs - t0) / 1000, pointSeconds: (initialPoint.atMs - t0) / 1000, bytes: initialCut.bytes },
-      rates,
+    const wallS = (performance.now() - wall0) / 1000;
+    clearInterval(sampler);
+    const agentFig = agentWatch.finish();
+    const psFig = psWatch.finish();
+    const self = process.cpuUsage(self0);
+    const loadAvg1 = loadavg()[0] ?? 0;
+    log(`replication: fio wrote ${(fioResult.bytesWritten / MB).toFixed(0)} MB at ${(fioResult.bandwidthBytesPerSec / MB).toFixed(1)} MB/s; waiting up to ${DRAIN_TIMEOUT_MS / 1000} s for the last markers`);
+
+    const last = markers[markers.length - 1] as Marker;
+    await until(`${rate} MB/s: the last marker acknowledged`, DRAIN_TIMEOUT_MS, () => firstCapturedAfter(a.cuts, last.t1), a.exited).catch((e: unknown) => log(`replication: ${(e as Error).message}`));
+    const drainDeadline = Date.now() + DRAIN_TIMEOUT_MS;
+    await until(`${rate} MB/s: the last marker in a point`, Math.max(0, drainDeadline - Date.now()), () => firstCapturedAfter(points, last.t1), a.exited).catch((e: unknown) => log(`replication: ${(e as Error).message}`));
+    const psAfter = await ps.stats();
+    const durable: number[] = [];
+    const inPoint: number[] = [];
+    let durableMissing = 0;
+    let pointMissing = 0;
+    for (const m of markers) {
+      const cut = firstCapturedAfter(a.cuts, m.t1);
+      if (cut) durable.push(cut.ackedAtMs - m.t0);
+      else durableMissing++;
+      const point = firstCapturedAfter(points, m.t1);
+      if (point) inPoint.push(point.atMs - m.t0);
+      else pointMissing++;
+    }
+    const cuts = a.cuts.slice(cutsBefore);
+    const passes = points.slice(pointsBefore).map((p) => p.passMs / 1000);
+    const result: RateResult = {
+      askedMBps: rate,
+      fio: {
+        bytes: fioResult.bytesWritten,
+        MBps: fioResult.bandwidthBytesPerSec / MB,
+        runtimeS: fioResult.runtimeMs / 1000,
+        writes: fioResult.writes,
+        p99WriteLatencyMs: fioResult.writeLatencyUs.p99 / 1000,
+      },
+      keptRate: fioResult.bandwidthBytesPerSec >= 0.95 * rate * MB,
+      markers: markers.length,
+      durable: lagOf(durable),
+      point: lagOf(inPoint),
+      durableMissing,
+      markersMissing: pointMissing,
+      shippedBytes: cuts.reduce((sum, c) => sum + c.bytes, 0),
+      cuts: cuts.length,
+      psBytesIn: psAfter.bytesIn - psBefore.bytesIn,
+      points: passes.length,
+      passMeanS: passes.reduce((x, y) => x + y, 0) / passes.length,
+      passMaxS: Math.max(...passes),
+      agent: agentFig,
+      processServer: psFig,
+      vault: { cpuPercent: (100 * (self.user + self.system)) / 1e6 / wallS },
+      loadAvg1,
     };
+    log(
+      `replication: ${rate} MB/s: durable p50 ${result.durable.p50S.toFixed(2)} s p99 ${result.durable.p99S.toFixed(2)} s; ` +
+        `point p50 ${result.point.p50S.toFixed(2)} s p99 ${result.point.p99S.toFixed(2)} s (${pointMissing} of ${markers.length} in no point); agent ${agentFig.cpuPercent.toFixed(0)} % CPU, ${agentFig.peakRssMiB.toFixed(0)} MiB`,
+    );
+    return { result, initial: { cutSeconds: (initialCut.ackedAtMs - t0) / 1000, pointSeconds: (initialPoint.atMs - t0) / 1000, bytes: initialCut.bytes } };
   } finally {
     await nbd?.close().catch(() => undefined);
     await agent?.stop();
     await ps?.stop();
-    await vault.close();
+    await vault.stop();
     rmSync(sockDir, { recursive: true, force: true });
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+export async function runReplication(options: ReplicationOptions, commandLine: string, log: (msg: string) => void): Promise<ReplicationReport> {
+  requireTool('fio', 'fio');
+  if (!existsSync(join(ROOT, 'dist', 'cli', 'main.js'))) throw new Error('the agent runs the built CLI: npm run build first');
+  if (options.diskBytes <= MARKER_REGION_BYTES * 2) throw new Error('the disk is too small for the marker region');
+  const startedAt = new Date().toISOString();
+  const loadAtStart = loadavg()[0] ?? 0;
+  const rates: RateResult[] = [];
+  let initial: ReplicationReport['initial'] | undefined;
+  for (const rate of options.ratesMBps) {
+    const r = await runRate(options, rate, log);
+    rates.push(r.result);
+    initial ??= r.initial;
+  }
+  return {
+    commandLine,
+    startedAt,
+    machine: `${cpus()[0]?.model ?? 'unknown CPU'}, nproc ${availableParallelism()}, node ${process.version}, ${execFileSync('fio', ['--version'], { encoding: 'utf8' }).trim()}`,
+    loadAtStart,
+    loadAtEnd: loadavg()[0] ?? 0,
+    options,
+    fioCommand: `fio --ioengine=nbd --uri=nbd+unix:///disk?socket=… --rw=randwrite --bssplit=4k/40:8k/20:16k/20:32k/10:64k/10 --blockalign=4k --norandommap --rate=<rate> --time_based --runtime=${options.durationS}s --size=${options.diskBytes - MARKER_REGION_BYTES} --iodepth=${options.ioDepth} --randseed=1`,
+    initial: initial as ReplicationReport['initial'],
+    rates,
+  };
 }
 
 const f1 = (n: number): string => (Number.isFinite(n) ? n.toFixed(1) : '–');
@@ -600,7 +700,7 @@ export function renderReplication(r: ReplicationReport): string {
   out.push('| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   for (const x of r.rates) {
     out.push(
-      `| ${x.askedMBps} | ${f1(x.fio.MBps)} | ${x.keptRate ? 'yes' : 'no'} | ${(x.fio.bytes / MB).toFixed(0)} | ${(x.shippedBytes / MB).toFixed(0)} | ${(x.psBytesIn / MB).toFixed(0)} | ${x.cuts} | ${x.points} (${f1(x.passMeanS)} / ${f1(x.passMaxS)}) | ${x.markers}${x.markersMissing > 0 ? ` (${x.markersMissing} in no point)` : ''} | ${f2(x.durable.p50S)} / ${f2(x.durable.p99S)} / ${f2(x.durable.maxS)} | ${f2(x.point.p50S)} / ${f2(x.point.p99S)} / ${f2(x.point.maxS)} | ${x.loadAvg1.toFixed(2)} |`,
+      `| ${x.askedMBps} | ${f1(x.fio.MBps)} | ${x.keptRate ? 'yes' : 'no'} | ${(x.fio.bytes / MB).toFixed(0)} | ${(x.shippedBytes / MB).toFixed(0)} | ${(x.psBytesIn / MB).toFixed(0)} | ${x.cuts} | ${x.points} (${f1(x.passMeanS)} / ${f1(x.passMaxS)}) | ${x.markers}${x.durableMissing > 0 ? ` (${x.durableMissing} not acknowledged)` : ''}${x.markersMissing > 0 ? ` (${x.markersMissing} in no point within ${DRAIN_TIMEOUT_MS / 1000} s)` : ''} | ${f2(x.durable.p50S)} / ${f2(x.durable.p99S)} / ${f2(x.durable.maxS)} | ${f2(x.point.p50S)} / ${f2(x.point.p99S)} / ${f2(x.point.maxS)} | ${x.loadAvg1.toFixed(2)} |`,
     );
   }
   out.push('');
@@ -626,7 +726,9 @@ export function renderReplication(r: ReplicationReport): string {
   return out.join('\n');
 }
 
-if (process.argv[1] === fileURLToPath(import.meta.url)) {
+if (!isMainThread && (workerData as { role?: string } | null)?.role === 'vault') {
+  await vaultWorker((workerData as { dir: string }).dir);
+} else if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const i = process.argv.indexOf('--serve-process-server');
   if (i < 0 || !process.argv[i + 1]) {
     console.error('bench/replication.ts runs from `npm run -s bench -- --replication`');
