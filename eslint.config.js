@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 /**
- * Layers (docs/architecture.md): core <- storage, format, nbd, export, changetracking, protocol
+ * Layers (docs/architecture.md): core <- storage, format, nbd, export, io, changetracking, protocol
  * <- store <- applications (vault, process-server, agent) <- cli.
  * Drivers and libraries never import the CLI; core imports nothing of ours.
  */
@@ -29,7 +29,7 @@ export default tseslint.config(
     },
   },
   layer(['src/core/**'], ['**/storage/**', '**/format/**', '**/store/**', '**/cli/**', '**/nbd/**', '**/export/**']),
-  layer(['src/storage/**', 'src/format/**', 'src/nbd/**', 'src/export/**'], ['**/cli/**', '**/store/**']),
+  layer(['src/storage/**', 'src/format/**', 'src/nbd/**', 'src/export/**', 'src/io/**'], ['**/cli/**', '**/store/**', '**/vault/**', '**/agent/**', '**/process-server/**']),
   layer(['src/store/**'], ['**/cli/**', '**/vault/**']),
   layer(['src/changetracking/**', 'src/protocol/**'], ['**/cli/**', '**/store/**', '**/vault/**', '**/agent/**', '**/process-server/**']),
   // Applications never import each other; src/cli (lifeboat server) wires them together.

@@ -7,7 +7,7 @@ import { packKey } from '../format/layout.js';
 import type { PackHeader } from '../format/pack.js';
 import { ChunkIdMap } from './chunk-map.js';
 import { DiskLock } from './disk-lock.js';
-import { DiskSource } from './disk-source.js';
+import { DiskFile } from '../io/disk-file.js';
 import { PackWriter, type BatchChunk } from './pack-writer.js';
 import { checkDiskName, type Repository } from './repository.js';
 import { WorkerPool } from './worker-pool.js';
@@ -39,7 +39,7 @@ export interface BackupResult {
 
 /** Backs up an image file or block device into a new recovery point. */
 export async function backupPath(repo: Repository, sourcePath: string, options: BackupOptions): Promise<BackupResult> {
-  const source = await DiskSource.open(sourcePath);
+  const source = await DiskFile.open(sourcePath);
   try {
     return await backupSource(repo, source, options);
   } finally {
@@ -80,7 +80,7 @@ export async function backupSource(repo: Repository, source: BlockSource, option
         const batch = batches[next++] as { offset: number; length: number };
         const batchId = nextBatchId++;
         let res;
-        if (source instanceof DiskSource) {
+        if (source instanceof DiskFile) {
           // The worker reads the file itself: the bytes never pass through this thread.
           res = await pool.run({ type: 'hash', batchId, fd: source.fd, position: batch.offset, length: batch.length, chunkSizeBytes: cs });
         } else {

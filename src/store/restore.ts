@@ -2,7 +2,7 @@ import { open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { LifeboatError } from '../core/errors.js';
 import type { Progress } from './backup.js';
-import { nativeSeek } from './native.js';
+import { nativeSeek } from '../io/native-seek.js';
 import type { PointReader } from './point-reader.js';
 
 export interface WriteDiskOptions {

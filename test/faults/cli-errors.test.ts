@@ -15,7 +15,7 @@ import { openStorage } from '../../src/storage/registry.js';
 import type { Storage } from '../../src/storage/storage.js';
 import { backupSource } from '../../src/store/backup.js';
 import { DiskLock } from '../../src/store/disk-lock.js';
-import { DiskSource } from '../../src/store/disk-source.js';
+import { DiskFile } from '../../src/io/disk-file.js';
 import { writeSegment } from '../../src/store/journal.js';
 import { Repository } from '../../src/store/repository.js';
 import { makeTempDir } from '../helpers/env.js';
@@ -202,7 +202,7 @@ describe('CLI errors exit with their documented codes', () => {
     const shrinking = join(tmp.path, 'shrinking.img');
     writeSparseImage(shrinking, 4 * MiB, [{ offset: 0, data: seededBytes(2 * MiB, 3) }]);
     const outcome = await withLibrary(async (repo) => {
-      const source = await DiskSource.open(shrinking);
+      const source = await DiskFile.open(shrinking);
       truncateSync(shrinking, 0);
       try {
         const r = await backupSource(repo, source, { disk: 'shrinking' });

@@ -8,7 +8,7 @@ import type { WritableBlockTarget } from '../../nbd/writable-target.js';
 import { DIGEST_BYTES, DigestMap, chunkDigestInto } from '../digest-map.js';
 import type { PendingDigests } from '../digest-map.js';
 import type { ChangedExtent, ChangeTracker, Cut, TrackerCapabilities, TrackerOpenResult } from '../tracker.js';
-import { DiskFile } from '../scan/disk-file.js';
+import { DiskFile } from '../../io/disk-file.js';
 import { fullCompare } from '../scan/full-compare.js';
 import { ChangeLog, scanLog, writeAllAt } from './change-log.js';
 import type { ScannedRecord } from './change-log.js';

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { LifeboatError } from '../../core/errors.js';
 import { DigestMap, type PendingDigests } from '../digest-map.js';
 import type { ChangedExtent, ChangeTracker, Cut, TrackerCapabilities, TrackerOpenResult } from '../tracker.js';
-import { DiskFile } from './disk-file.js';
+import { DiskFile } from '../../io/disk-file.js';
 import { compareAndStage } from './full-compare.js';
 
 /**
@@ -154,6 +154,10 @@ class ScanCut implements Cut {
       this.sealed = true;
     } catch (err) {
       await staging.discard();
+      // The disk could not be read (it vanished or shrank): the tracker's failure, with the reason kept.
+      if (err instanceof LifeboatError && err.code === 'SOURCE_UNREADABLE') {
+        throw new LifeboatError('TRACKER_FAILED', err.message, { cause: err, details: { ...err.details, cutId: this.id } });
+      }
       if (err instanceof LifeboatError) throw err;
       throw new LifeboatError('TRACKER_FAILED', `full compare of ${this.source.path} failed: ${(err as Error).message}`, {
         cause: err,

@@ -1,7 +1,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { LifeboatError } from '../core/errors.js';
 import type { BlockSource, Extent } from '../core/block-source.js';
-import { nativeSeek } from './native.js';
+import { nativeSeek } from './native-seek.js';
 
 /**
  * An image file or block device opened read-only as a BlockSource. extents()
@@ -9,7 +9,7 @@ import { nativeSeek } from './native.js';
  * reading them; block devices and filesystems without hole support report all
  * data.
  */
-export class DiskSource implements BlockSource {
+export class DiskFile implements BlockSource {
   private constructor(
     readonly path: string,
     private readonly handle: FileHandle,
@@ -17,7 +17,8 @@ export class DiskSource implements BlockSource {
     readonly isBlockDevice: boolean,
   ) {}
 
-  static async open(path: string): Promise<DiskSource> {
+  /** NOT_FOUND when the path does not exist, SOURCE_UNREADABLE when it cannot be opened or sized. */
+  static async open(path: string): Promise<DiskFile> {
     let handle: FileHandle;
     try {
       handle = await open(path, 'r');
@@ -41,7 +42,7 @@ export class DiskSource implements BlockSource {
       await handle.close();
       throw new LifeboatError('SOURCE_UNREADABLE', `${path} is neither a regular file nor a block device`, { details: { path } });
     }
-    return new DiskSource(path, handle, size, st.isBlockDevice());
+    return new DiskFile(path, handle, size, st.isBlockDevice());
   }
 
   /** The open file descriptor, for worker threads that read the source directly. */
@@ -103,6 +104,6 @@ export class DiskSource implements BlockSource {
   }
 
   async close(): Promise<void> {
-    await this.handle.close();
+    await this.handle.close().catch(() => undefined);
   }
 }

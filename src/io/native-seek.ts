@@ -2,8 +2,11 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-interface NativeSeek {
+/** The lseek addon (native/seek.c), shared by backups (src/store) and change tracking. */
+export interface NativeSeek {
+  /** The next data offset at or after `offset`, or -1 past the last data (ENXIO). */
   seekData(fd: number, offset: number): number;
+  /** The next hole offset at or after `offset` (the file's end counts as a hole), or -1. */
   seekHole(fd: number, offset: number): number;
   seekEnd(fd: number, offset: number): number;
 }
