@@ -82,10 +82,18 @@ export const REPLICATION_DEFAULTS: ReplicationOptions = Object.freeze({
 });
 
 export interface Lag {
+  /** Markers that got there before the drain timeout. */
   readonly n: number;
   readonly p50S: number;
   readonly p99S: number;
   readonly maxS: number;
+  /**
+   * Markers that did not get there are counted at the time the bench gave up (a lower
+   * bound); a percentile that falls on one of them is only a lower bound, marked here.
+   */
+  readonly p50AtLeast: boolean;
+  readonly p99AtLeast: boolean;
+  readonly maxAtLeast: boolean;
 }
 
 export interface ProcFigures {
@@ -493,15 +501,14 @@ async function until<T>(what: string, timeoutMs: number, probe: () => T | undefi
   }
 }
 
-/** Nearest-rank percentile of sorted values. */
-function percentile(sorted: readonly number[], p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] as number;
-}
-
-function lagOf(valuesMs: number[]): Lag {
-  const s = [...valuesMs].sort((a, b) => a - b);
-  return { n: s.length, p50S: percentile(s, 50) / 1000, p99S: percentile(s, 99) / 1000, maxS: (s[s.length - 1] ?? Number.NaN) / 1000 };
+function lagOf(samples: readonly { ms: number; atLeast: boolean }[]): Lag {
+  const s = [...samples].sort((a, b) => a.ms - b.ms);
+  const at = (p: number): { ms: number; atLeast: boolean } => {
+    if (s.length === 0) return { ms: Number.NaN, atLeast: false };
+    return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))] as { ms: number; atLeast: boolean };
+  };
+  const [p50, p99, max] = [at(50), at(99), at(100)];
+  return { n: s.filter((x) => !x.atLeast).length, p50S: p50.ms / 1000, p99S: p99.ms / 1000, maxS: max.ms / 1000, p50AtLeast: p50.atLeast, p99AtLeast: p99.atLeast, maxAtLeast: max.atLeast };
 }
 
 /** The first entry (in time order) captured at or after t. */
@@ -602,17 +609,18 @@ async function runRate(options: ReplicationOptions, rate: number, log: (msg: str
     const drainDeadline = Date.now() + DRAIN_TIMEOUT_MS;
     await until(`${rate} MB/s: the last marker in a point`, Math.max(0, drainDeadline - Date.now()), () => firstCapturedAfter(points, last.t1), a.exited).catch((e: unknown) => log(`replication: ${(e as Error).message}`));
     const psAfter = await ps.stats();
-    const durable: number[] = [];
-    const inPoint: number[] = [];
+    const gaveUpAt = Date.now();
+    const durable: { ms: number; atLeast: boolean }[] = [];
+    const inPoint: { ms: number; atLeast: boolean }[] = [];
     let durableMissing = 0;
     let pointMissing = 0;
     for (const m of markers) {
       const cut = firstCapturedAfter(a.cuts, m.t1);
-      if (cut) durable.push(cut.ackedAtMs - m.t0);
-      else durableMissing++;
+      durable.push(cut ? { ms: cut.ackedAtMs - m.t0, atLeast: false } : { ms: gaveUpAt - m.t0, atLeast: true });
+      if (!cut) durableMissing++;
       const point = firstCapturedAfter(points, m.t1);
-      if (point) inPoint.push(point.atMs - m.t0);
-      else pointMissing++;
+      inPoint.push(point ? { ms: point.atMs - m.t0, atLeast: false } : { ms: gaveUpAt - m.t0, atLeast: true });
+      if (!point) pointMissing++;
     }
     const cuts = a.cuts.slice(cutsBefore);
     const passes = points.slice(pointsBefore).map((p) => p.passMs / 1000);
@@ -685,6 +693,7 @@ export async function runReplication(options: ReplicationOptions, commandLine: s
 
 const f1 = (n: number): string => (Number.isFinite(n) ? n.toFixed(1) : '–');
 const f2 = (n: number): string => (Number.isFinite(n) ? n.toFixed(2) : '–');
+const lagText = (l: Lag): string => `${l.p50AtLeast ? '> ' : ''}${f2(l.p50S)} / ${l.p99AtLeast ? '> ' : ''}${f2(l.p99S)} / ${l.maxAtLeast ? '> ' : ''}${f2(l.maxS)}`;
 
 /** The report as markdown (docs/benchmarks.md, "Continuous replication"). */
 export function renderReplication(r: ReplicationReport): string {
@@ -700,7 +709,7 @@ export function renderReplication(r: ReplicationReport): string {
   out.push('| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   for (const x of r.rates) {
     out.push(
-      `| ${x.askedMBps} | ${f1(x.fio.MBps)} | ${x.keptRate ? 'yes' : 'no'} | ${(x.fio.bytes / MB).toFixed(0)} | ${(x.shippedBytes / MB).toFixed(0)} | ${(x.psBytesIn / MB).toFixed(0)} | ${x.cuts} | ${x.points} (${f1(x.passMeanS)} / ${f1(x.passMaxS)}) | ${x.markers}${x.durableMissing > 0 ? ` (${x.durableMissing} not acknowledged)` : ''}${x.markersMissing > 0 ? ` (${x.markersMissing} in no point within ${DRAIN_TIMEOUT_MS / 1000} s)` : ''} | ${f2(x.durable.p50S)} / ${f2(x.durable.p99S)} / ${f2(x.durable.maxS)} | ${f2(x.point.p50S)} / ${f2(x.point.p99S)} / ${f2(x.point.maxS)} | ${x.loadAvg1.toFixed(2)} |`,
+      `| ${x.askedMBps} | ${f1(x.fio.MBps)} | ${x.keptRate ? 'yes' : 'no'} | ${(x.fio.bytes / MB).toFixed(0)} | ${(x.shippedBytes / MB).toFixed(0)} | ${(x.psBytesIn / MB).toFixed(0)} | ${x.cuts} | ${x.points} (${f1(x.passMeanS)} / ${f1(x.passMaxS)}) | ${x.markers}${x.durableMissing > 0 ? ` (${x.durableMissing} not acknowledged)` : ''}${x.markersMissing > 0 ? ` (${x.markersMissing} in no point by the end)` : ''} | ${lagText(x.durable)} | ${lagText(x.point)} | ${x.loadAvg1.toFixed(2)} |`,
     );
   }
   out.push('');
@@ -717,8 +726,9 @@ export function renderReplication(r: ReplicationReport): string {
   out.push('| --- | ---: | ---: | --- |');
   if (goal) {
     const p99 = goal.durable.p99S;
-    out.push(`| p99 write → durable at the process server ≤ ${LAG_GOAL_S} s at ${LAG_GOAL_RATE_MBPS} MB/s | ${f2(p99)} s | ${f2(p99 / LAG_GOAL_S)}× | ${p99 <= LAG_GOAL_S && goal.keptRate ? '**met**' : '**missed**'} |`);
-    out.push(`| (same, to a recovery point) | ${f2(goal.point.p99S)} s | ${f2(goal.point.p99S / LAG_GOAL_S)}× | ${goal.point.p99S <= LAG_GOAL_S ? 'within' : 'beyond'} |`);
+    const met = p99 <= LAG_GOAL_S && !goal.durable.p99AtLeast && goal.keptRate;
+    out.push(`| p99 write → durable at the process server ≤ ${LAG_GOAL_S} s at ${LAG_GOAL_RATE_MBPS} MB/s (fio keeping the rate) | ${goal.durable.p99AtLeast ? '> ' : ''}${f2(p99)} s | ${f2(p99 / LAG_GOAL_S)}× | ${met ? '**met**' : '**missed**'} |`);
+    out.push(`| (same, to a recovery point) | ${goal.point.p99AtLeast ? '> ' : ''}${f2(goal.point.p99S)} s | ${goal.point.p99AtLeast ? '> ' : ''}${f2(goal.point.p99S / LAG_GOAL_S)}× | ${goal.point.p99S <= LAG_GOAL_S && !goal.point.p99AtLeast ? 'within' : 'beyond'} |`);
   } else {
     out.push(`| p99 write → durable ≤ ${LAG_GOAL_S} s at ${LAG_GOAL_RATE_MBPS} MB/s | not run | – | pending |`);
   }
