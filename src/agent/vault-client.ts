@@ -1,4 +1,5 @@
-import { ERROR_CODES, LifeboatError, type ErrorCode } from '../core/errors.js';
+import { LifeboatError } from '../core/errors.js';
+import { vaultJson } from '../protocol/vault-api.js';
 import { parseAgentConfig, type AgentConfig, type ProcessServerAddress } from './config.js';
 
 /** The agent's side of the two agent routes of the vault (docs/replication.md, "Identity, enrollment"). */
@@ -94,38 +95,7 @@ export class HttpVaultClient implements VaultClient {
     return parseAgentConfig(await this.post('/api/v1/agents/self/heartbeat', report, credential));
   }
 
-  private async post(path: string, body: unknown, bearer?: string): Promise<unknown> {
-    let res: Response;
-    try {
-      res = await this.fetchImpl(this.base + path, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', accept: 'application/json', ...(bearer ? { authorization: `Bearer ${bearer}` } : {}) },
-        body: JSON.stringify(body),
-        signal: AbortSignal.timeout(this.timeoutMs),
-      });
-    } catch (err) {
-      throw new LifeboatError('SERVER_UNREACHABLE', `the vault at ${this.base} did not answer ${path}: ${(err as Error).message}`, {
-        cause: err,
-        details: { server: this.base },
-      });
-    }
-    const text = await res.text();
-    let json: unknown;
-    try {
-      json = text === '' ? undefined : JSON.parse(text);
-    } catch {
-      json = undefined;
-    }
-    if (res.ok) {
-      if (json === undefined) throw new LifeboatError('API_ERROR', `the vault answered ${path} with no JSON`, { details: { status: res.status } });
-      return json;
-    }
-    const problem = (json ?? {}) as { code?: string; detail?: string; title?: string; requestId?: string };
-    const known = typeof problem.code === 'string' && problem.code in ERROR_CODES;
-    const code: ErrorCode = known ? (problem.code as ErrorCode) : res.status >= 500 ? 'SERVER_UNREACHABLE' : 'API_ERROR';
-    throw new LifeboatError(code, `${path}: ${problem.detail ?? problem.title ?? `HTTP ${res.status}`}`, {
-      details: { status: res.status, code: problem.code ?? null, requestId: problem.requestId ?? null },
-      ...(res.status >= 500 ? { retryable: true } : {}),
-    });
+  private post(path: string, body: unknown, bearer?: string): Promise<unknown> {
+    return vaultJson({ base: this.base, method: 'POST', path, body, ...(bearer ? { bearer } : {}), timeoutMs: this.timeoutMs, fetchImpl: this.fetchImpl });
   }
 }

@@ -1,4 +1,5 @@
-import { ERROR_CODES, LifeboatError, isLifeboatError, type ErrorCode } from '../core/errors.js';
+import { LifeboatError, isLifeboatError } from '../core/errors.js';
+import { vaultJson } from '../protocol/vault-api.js';
 import { openStorage } from '../storage/registry.js';
 import { Repository } from '../store/repository.js';
 import { silentLogger, type AgentGrant, type ProcessServerBackend, type ProcessServerLogger } from './backend.js';
@@ -46,39 +47,8 @@ export class VaultProcessServerApi {
     return answer.storeUrl;
   }
 
-  private async call(method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
-    let res: Response;
-    try {
-      res = await fetch(this.base + path, {
-        method,
-        headers: { accept: 'application/json', authorization: `Bearer ${this.credential}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-        signal: AbortSignal.timeout(this.timeoutMs),
-      });
-    } catch (err) {
-      throw new LifeboatError('SERVER_UNREACHABLE', `the vault at ${this.base} did not answer ${method} ${path}: ${(err as Error).message}`, {
-        cause: err,
-        details: { server: this.base },
-      });
-    }
-    const text = await res.text();
-    let json: unknown;
-    try {
-      json = text === '' ? undefined : JSON.parse(text);
-    } catch {
-      json = undefined;
-    }
-    if (res.ok) {
-      if (json === undefined || json === null || typeof json !== 'object') throw new LifeboatError('API_ERROR', `the vault answered ${path} with no JSON object`, { details: { status: res.status } });
-      return json;
-    }
-    const problem = (json ?? {}) as { code?: string; detail?: string; title?: string; requestId?: string };
-    const known = typeof problem.code === 'string' && problem.code in ERROR_CODES;
-    const code: ErrorCode = res.status >= 500 && !known ? 'SERVER_UNREACHABLE' : known ? (problem.code as ErrorCode) : 'API_ERROR';
-    throw new LifeboatError(code, `${method} ${path}: ${problem.detail ?? problem.title ?? `HTTP ${res.status}`}`, {
-      details: { status: res.status, code: problem.code ?? null, requestId: problem.requestId ?? null },
-      ...(res.status >= 500 ? { retryable: true } : {}),
-    });
+  private call(method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
+    return vaultJson({ base: this.base, method, path, body, bearer: this.credential, timeoutMs: this.timeoutMs });
   }
 }
 

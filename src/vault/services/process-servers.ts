@@ -4,6 +4,7 @@ import type { ConfigServer, ProcessServer, ServerHealth } from '../../core/model
 import type { Repositories } from '../db/repositories/index.js';
 import type { VaultCa } from '../pki/ca.js';
 import type { AgentService, ProcessServerEndpoint } from './agents.js';
+import type { ProcessServerFigures } from './built-in-process-server.js';
 import { BUILT_IN_PROCESS_SERVER } from './registration.js';
 
 /**
@@ -45,18 +46,8 @@ export interface RegisteredProcessServer {
   readonly caPem: string;
 }
 
-/** What a standalone process server reports every few seconds (src/process-server stats(), structurally). */
-export interface StandaloneStats {
-  readonly bytesIn: number;
-  readonly segmentsIn: number;
-  readonly segmentsUploaded: number;
-  readonly spoolUsedBytes: number;
-  readonly spoolLimitBytes: number;
-  readonly spooledSegments: number;
-  readonly uploadLagMs: number;
-  readonly connectedAgents: number;
-  readonly uploadErrors: number;
-}
+/** What a standalone process server reports every few seconds: the same figures as the built-in one. */
+export type StandaloneStats = ProcessServerFigures;
 
 export type AgentGrantAnswer = Awaited<ReturnType<AgentService['authorize']>>;
 
