@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { TrackerKind } from '../changetracking/tracker.js';
 import { LifeboatError } from '../core/errors.js';
+import type { AgentConfig, ProcessServerEndpoint } from '../core/model.js';
 
 /**
  * agent.json: what this machine protects and how (written by hand or by the
@@ -38,25 +39,9 @@ export interface AgentFileConfig {
   readonly maxBytesPerSec: number;
 }
 
-/** What the vault answers to enrollment and to every heartbeat (docs/replication.md). */
-export interface AgentConfig {
-  readonly generation: number;
-  readonly paused: boolean;
-  /** 0 = none. */
-  readonly throttleBytesPerSec: number;
-  readonly crashConsistentFrequencySeconds: number;
-  /** 0 = no app-consistent points. */
-  readonly appConsistentFrequencyMinutes: number;
-  readonly disks: readonly { readonly name: string; readonly storeDisk: string }[];
-  readonly processServer: ProcessServerAddress;
-}
-
-export interface ProcessServerAddress {
-  readonly host: string;
-  readonly port: number;
-  /** The name the process server's certificate carries (TLS servername). */
-  readonly serverName: string;
-}
+/** The vault's answer (src/core/model.ts): the same type on both sides of the API. */
+export type { AgentConfig };
+export type ProcessServerAddress = ProcessServerEndpoint;
 
 export const DEFAULT_FREEZE_TIMEOUT_MS = 10_000;
 const DISK_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;

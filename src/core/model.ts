@@ -156,6 +156,28 @@ export interface ReplicatedItem {
   readonly updatedAt: string;
 }
 
+/** Where an agent reaches its process server. */
+export interface ProcessServerEndpoint {
+  readonly host: string;
+  readonly port: number;
+  /** The name the agent checks the process server's certificate against (a SAN). */
+  readonly serverName: string;
+}
+
+/** What the vault answers an agent at enrollment and to every heartbeat (docs/replication.md). */
+export interface AgentConfig {
+  /** The item's generation: a stream of an older one is fenced. */
+  readonly generation: number;
+  readonly paused: boolean;
+  /** 0 = none. */
+  readonly throttleBytesPerSec: number;
+  readonly crashConsistentFrequencySeconds: number;
+  /** 0 = no app-consistent points. */
+  readonly appConsistentFrequencyMinutes: number;
+  readonly disks: readonly { readonly name: string; readonly storeDisk: string }[];
+  readonly processServer: ProcessServerEndpoint;
+}
+
 /** How an agent reports one protected disk (docs/replication.md, heartbeat). */
 export type AgentDiskState = 'initial' | 'resync' | 'continuous' | 'paused' | 'error';
 

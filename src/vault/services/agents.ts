@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { LifeboatError, isLifeboatError } from '../../core/errors.js';
 import { setInitialReplicationProgress } from '../../core/item-state.js';
-import type { Agent, AgentDiskState, AgentDiskStatus, ItemState, ReplicatedItem, ReplicationControl } from '../../core/model.js';
+import type { Agent, AgentConfig, AgentDiskStatus, ItemState, ProcessServerEndpoint, ReplicatedItem, ReplicationControl } from '../../core/model.js';
 import { constantTimeEqualHex } from '../../format/crypto.js';
 import type { Repositories } from '../db/repositories/index.js';
 import { normalizeSerial, type VaultCa } from '../pki/ca.js';
@@ -43,22 +43,7 @@ export interface EnrollInput {
   readonly disks: readonly EnrollDisk[];
 }
 
-export interface ProcessServerEndpoint {
-  readonly host: string;
-  readonly port: number;
-  /** The name the agent checks the process server's certificate against (a SAN). */
-  readonly serverName: string;
-}
-
-export interface AgentConfig {
-  readonly generation: number;
-  readonly paused: boolean;
-  readonly throttleBytesPerSec: number;
-  readonly crashConsistentFrequencySeconds: number;
-  readonly appConsistentFrequencyMinutes: number;
-  readonly disks: readonly { readonly name: string; readonly storeDisk: string }[];
-  readonly processServer: ProcessServerEndpoint;
-}
+export type { AgentConfig, ProcessServerEndpoint };
 
 export interface EnrollResult {
   readonly machineId: string;
@@ -70,15 +55,7 @@ export interface EnrollResult {
   readonly config: AgentConfig;
 }
 
-export interface HeartbeatDisk {
-  readonly name: string;
-  readonly sizeBytes: number;
-  readonly state: AgentDiskState;
-  readonly initialPercent: number;
-  readonly ackedSequence: number;
-  readonly lagMs: number;
-  readonly lastError: string | null;
-}
+export type HeartbeatDisk = AgentDiskStatus;
 
 export interface AgentHeartbeat {
   readonly disks: readonly HeartbeatDisk[];
