@@ -180,13 +180,17 @@ export async function processJournal(repo: Repository, disk: string, options: Pr
     const patched = new Map<number, Buffer>();
     let size = base?.diskSizeBytes ?? (segments[0] as JournalSegment).diskSizeBytes;
     let validBase = reader ? reader.sizeBytes : 0;
+    // A chunk some extent overwrites whole needs nothing of the base (whatever the order of
+    // the writes): the common case of block-aligned writes reads no base data at all.
+    // Counted only while the disk keeps the base's size; a resize takes the general path.
+    const overwritten = segments.every((seg) => seg.diskSizeBytes === size) ? wholeChunks(segments, cs, size) : new Set<number>();
     const chunkAt = async (slot: number): Promise<Buffer> => {
       let buf = patched.get(slot);
       if (buf) return buf;
       const start = slot * cs;
       buf = Buffer.alloc(Math.min(cs, size - start));
       const fromBase = Math.min(buf.length, validBase - start);
-      if (reader && fromBase > 0) (await reader.read(start, fromBase)).copy(buf);
+      if (reader && fromBase > 0 && !overwritten.has(slot)) (await reader.read(start, fromBase)).copy(buf);
       patched.set(slot, buf);
       return buf;
     };
@@ -225,6 +229,7 @@ export async function processJournal(repo: Repository, disk: string, options: Pr
     pool = new WorkerPool(repo.key.idKey, 1);
     const writer = new PackWriter(repo, pool);
     const fresh: NewChunk[] = [];
+    const freshIds = new Set<string>();
     let newChunks = 0;
     for (const [slot, data] of [...patched.entries()].sort((a, b) => a[0] - b[0])) {
       const target = index.ids.subarray(slot * CHUNK_ID_BYTES, (slot + 1) * CHUNK_ID_BYTES);
@@ -234,7 +239,9 @@ export async function processJournal(repo: Repository, disk: string, options: Pr
       }
       const id = hasher.id(data);
       id.copy(target);
-      if (!known.has(id) && !writer.has(id) && !fresh.some((c) => c.id.equals(id))) {
+      const hex = id.toString('hex');
+      if (!known.has(id) && !writer.has(id) && !freshIds.has(hex)) {
+        freshIds.add(hex);
         fresh.push({ id, data });
         newChunks++;
       }
@@ -285,6 +292,20 @@ function completeCuts(segments: readonly JournalSegment[]): { apply: JournalSegm
     if ((flags & SEGMENT_APP_CONSISTENT) !== 0) break;
   }
   return { apply, last };
+}
+
+/** The chunk slots that at least one extent covers whole (at disk size `size`). */
+function wholeChunks(segments: readonly JournalSegment[], cs: number, size: number): Set<number> {
+  const out = new Set<number>();
+  for (const seg of segments) {
+    for (const e of seg.extents) {
+      const end = e.offset + e.data.length;
+      for (let slot = Math.ceil(e.offset / cs); slot * cs < end; slot++) {
+        if (Math.min(slot * cs + cs, size) <= end) out.add(slot);
+      }
+    }
+  }
+  return out;
 }
 
 async function applyExtent(e: SegmentExtent, cs: number, size: number, chunkAt: (slot: number) => Promise<Buffer>): Promise<void> {

@@ -303,9 +303,19 @@ export class Repository {
     return this.readManifestAt(matches[0] as string);
   }
 
+  /**
+   * The newest point of `disk`: point ids sort by time (a child strictly after its
+   * parent), so only the names are listed and one manifest is read — this runs for
+   * every segment a process server stores and every processing pass.
+   */
   async latestPoint(disk: string): Promise<PointManifest | undefined> {
-    const points = await this.listPoints(disk);
-    return points[points.length - 1];
+    checkDiskName(disk);
+    let newest: { key: string; pointId: string } | undefined;
+    for await (const info of this.storage.list(pointsOfDiskPrefix(disk))) {
+      const parsed = parsePointKey(info.key);
+      if (parsed?.kind === 'manifest' && (!newest || parsed.pointId > newest.pointId)) newest = { key: info.key, pointId: parsed.pointId };
+    }
+    return newest && this.readManifestAt(newest.key);
   }
 
   async readPointIndex(manifest: PointManifest): Promise<DiskIndex> {

@@ -2,6 +2,7 @@ import { LifeboatError, asLifeboatError, isLifeboatError } from '../../core/erro
 import { transition } from '../../core/item-state.js';
 import { JOB_KINDS } from '../../core/jobs.js';
 import type { ItemState, ReplicatedItem } from '../../core/model.js';
+import { pointsToKeep } from '../../core/retention.js';
 import { hostname } from 'node:os';
 import { pointCapturedAt, type PointManifest } from '../../format/manifest.js';
 import type { LockRecord } from '../../store/disk-lock.js';
@@ -36,6 +37,8 @@ import { storeDiskName } from '../services/agents.js';
 export const REPLICATING_STATES: readonly ItemState[] = ['initial-replication', 'protected', 'test-failover', 'test-failover-cleanup'];
 /** A runaway journal (thousands of cuts pending) is worked off over several runs, not one. */
 const MAX_POINTS_PER_RUN = 1000;
+/** How often a disk's points are thinned (src/core/retention.ts). */
+const RETAIN_INTERVAL_MS = 30_000;
 /** Between runs, a stored RPO is brought up to date once it is this far behind. */
 const RPO_REFRESH_SECONDS = 5;
 
@@ -80,6 +83,7 @@ export class ReplicaProcessor {
   private readonly running = new Map<string, Promise<ItemOutcome>>();
   /** Item id → the journal gap that stops one of its disks (cleared by a run without one). */
   private readonly gaps = new Map<string, string>();
+  private readonly lastRetainMs = new Map<string, number>();
   /** Item id → the oldest of its disks' newest capture times (ms), as the last run found it. */
   private readonly oldestNewestCapture = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
@@ -220,27 +224,33 @@ export class ReplicaProcessor {
         this.options.logger?.warn({ disk, code: e.code, details: e.details }, 'journal gap: processing of the disk stops at the gap');
       } else this.options.logger?.error({ disk, err }, 'journal processing failed');
     }
-    const { kept, pruned } = await this.retain(repo, disk, retentionHours);
-    return { result: { disk, pointsMade: made, pointsPruned: pruned, newest: kept[kept.length - 1], error }, ...(gap ? { gap } : {}) };
+    const pruned = await this.retain(repo, disk, retentionHours);
+    return { result: { disk, pointsMade: made, pointsPruned: pruned, newest: await repo.latestPoint(disk), error }, ...(gap ? { gap } : {}) };
   }
 
-  /** Deletes points captured longer than `retentionHours` ago, except the newest and the newest app-consistent one. */
-  private async retain(repo: Repository, disk: string, retentionHours: number): Promise<{ kept: PointManifest[]; pruned: number }> {
+  /**
+   * Thins the disk's points (src/core/retention.ts: all of the last minutes, one a
+   * minute for an hour, one per five minutes up to the retention, every app-consistent
+   * one; never the newest nor the newest app-consistent). Reading every manifest costs
+   * one object per point, so it runs at most every RETAIN_INTERVAL_MS per disk.
+   */
+  private async retain(repo: Repository, disk: string, retentionHours: number): Promise<number> {
+    const nowMs = this.options.now().getTime();
+    if (nowMs - (this.lastRetainMs.get(disk) ?? -Infinity) < RETAIN_INTERVAL_MS) return 0;
+    this.lastRetainMs.set(disk, nowMs);
     const points = await repo.listPoints(disk);
-    if (points.length === 0) return { kept: [], pruned: 0 };
-    const cutoff = this.options.now().getTime() - retentionHours * 3600 * 1000;
-    const newest = points[points.length - 1] as PointManifest;
-    const newestApp = [...points].reverse().find((p) => p.consistency === 'app');
-    const kept: PointManifest[] = [];
+    const keep = pointsToKeep(
+      points.map((p) => ({ id: p.pointId, capturedAtMs: Date.parse(pointCapturedAt(p)), appConsistent: p.consistency === 'app' })),
+      nowMs,
+      retentionHours,
+    );
     let pruned = 0;
     for (const p of points) {
-      if (p === newest || p === newestApp || Date.parse(pointCapturedAt(p)) >= cutoff) kept.push(p);
-      else {
-        await repo.deletePoint(p);
-        pruned++;
-      }
+      if (keep.has(p.pointId)) continue;
+      await repo.deletePoint(p);
+      pruned++;
     }
-    return { kept, pruned };
+    return pruned;
   }
 
   /** initial-replication → protected and the "Finalize protection" job, in one transaction. */
