@@ -136,7 +136,7 @@ describe('fio: a rate-limited random-write load', () => {
 
   it('runs until stop() and still reports what it wrote', async () => {
     const run = startFio({ target: { file: join(temp.path, 'fio-stop.img'), sizeBytes: 16 * 1024 * 1024 }, rateMBPerSec: 10, fdatasyncEveryWrites: 4 });
-    await new Promise((resolve) => setTimeout(resolve, 800));
+    await new Promise((resolve) => setTimeout(resolve, 3000));
     const result = await run.stop();
     assert.ok(result.bytesWritten > 0);
     assert.equal(run.child.exitCode !== null || run.child.signalCode !== null, true);
