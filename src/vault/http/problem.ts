@@ -28,7 +28,7 @@ export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
 /**
  * HTTP status of each code. Protocol-level refusals (405 wrong method, 413 body too
  * large, 415 content type) carry USAGE with their own HTTP status. Codes not listed answer 503 when retryable, else 500.
- * Codes other engineers add (state machine, registration) are looked up by name so
+ * Codes are looked up by name (state machine, registration, replication) so
  * this table compiles whether or not they exist yet.
  */
 const STATUS_OF_CODE: Readonly<Record<string, number>> = {
