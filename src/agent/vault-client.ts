@@ -1,5 +1,5 @@
 import { LifeboatError } from '../core/errors.js';
-import { vaultJson } from '../protocol/vault-api.js';
+import { vaultBaseUrl, vaultJson } from '../protocol/vault-api.js';
 import { parseAgentConfig, type AgentConfig, type ProcessServerAddress } from './config.js';
 
 /** The agent's side of the two agent routes of the vault (docs/replication.md, "Identity, enrollment"). */
@@ -60,15 +60,7 @@ export class HttpVaultClient implements VaultClient {
   private readonly fetchImpl: typeof fetch;
 
   constructor(vaultUrl: string, options: HttpVaultClientOptions = {}) {
-    let url: URL;
-    try {
-      url = new URL(vaultUrl);
-    } catch (err) {
-      throw new LifeboatError('USAGE', `the vault URL ${JSON.stringify(vaultUrl)} is not a URL`, { cause: err });
-    }
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new LifeboatError('USAGE', 'the vault URL must be http:// or https://');
-    if (url.username || url.password) throw new LifeboatError('USAGE', 'the vault URL must not carry credentials');
-    this.base = url.href.replace(/\/+$/, '');
+    this.base = vaultBaseUrl(vaultUrl);
     this.timeoutMs = options.timeoutMs ?? 15_000;
     this.fetchImpl = options.fetch ?? fetch;
   }

@@ -2,6 +2,7 @@ import { Blake3Hasher, blake3 } from '@napi-rs/blake-hash';
 import { mkdir, open, readdir, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LifeboatError } from '../core/errors.js';
+import { fsyncDir, writeFileDurable } from '../io/durable.js';
 
 /**
  * The digest map of one disk (docs/replication.md, "Change tracking and the
@@ -95,28 +96,6 @@ function trackerError(message: string, err: unknown, details: Record<string, unk
   if (err instanceof LifeboatError) return err;
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   return new LifeboatError('TRACKER_FAILED', `${message}: ${code ?? (err as Error)?.message ?? String(err)}`, { cause: err, details });
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const h = await open(dir, 'r');
-  try {
-    await h.sync();
-  } finally {
-    await h.close();
-  }
-}
-
-async function writeAtomic(dir: string, name: string, data: string | Buffer): Promise<void> {
-  const tmp = join(dir, `${name}.tmp`);
-  const h = await open(tmp, 'w', 0o600);
-  try {
-    await h.writeFile(data);
-    await h.sync();
-  } finally {
-    await h.close();
-  }
-  await rename(tmp, join(dir, name));
-  await fsyncDir(dir);
 }
 
 async function writeAllAt(h: FileHandle, buf: Buffer, position: number): Promise<void> {
@@ -332,7 +311,7 @@ export class DigestMap {
       }
       await this.handle.sync();
       const meta: Meta = { version: MAP_VERSION, chunkBytes: CHUNK_BYTES, sizeBytes };
-      await writeAtomic(this.dir, META_FILE, `${JSON.stringify(meta)}\n`);
+      await writeFileDurable(this.dir, META_FILE, `${JSON.stringify(meta)}\n`);
       this.size = sizeBytes;
       this.present = true;
       // Entries past the new end are ignored; truncating only saves space.

@@ -1,5 +1,5 @@
 import { LifeboatError, isLifeboatError } from '../core/errors.js';
-import { vaultJson } from '../protocol/vault-api.js';
+import { vaultBaseUrl, vaultJson } from '../protocol/vault-api.js';
 import { openStorage } from '../storage/registry.js';
 import { Repository } from '../store/repository.js';
 import { silentLogger, type AgentGrant, type ProcessServerBackend, type ProcessServerLogger } from './backend.js';
@@ -19,14 +19,7 @@ export class VaultProcessServerApi {
     private readonly credential: string,
     private readonly timeoutMs = 15_000,
   ) {
-    let url: URL;
-    try {
-      url = new URL(vaultUrl);
-    } catch (err) {
-      throw new LifeboatError('USAGE', `the vault URL ${JSON.stringify(vaultUrl)} is not a URL`, { cause: err });
-    }
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new LifeboatError('USAGE', 'the vault URL must be http:// or https://');
-    this.base = url.href.replace(/\/+$/, '');
+    this.base = vaultBaseUrl(vaultUrl);
   }
 
   register(input: { name: string; address: string; port: number; csrPem: string; sans?: readonly string[]; version?: string }): Promise<{ id: string; certificatePem: string; caPem: string }> {

@@ -1,7 +1,8 @@
-import { mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LifeboatError } from '../core/errors.js';
 import { DISK_NAME_PATTERN } from '../format/ids.js';
+import { fsyncDir, writeFileDurable } from '../io/durable.js';
 
 /**
  * The process server's spool (docs/replication.md, "Spool"):
@@ -39,32 +40,6 @@ const SEG_FILE = /^([0-9a-f]{16})\.seg$/;
 const GENERATION_DIR = /^(0|[1-9][0-9]{0,9})$/;
 
 export const segmentFileName = (sequence: number): string => `${sequence.toString(16).padStart(16, '0')}.seg`;
-
-async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-/** Writes `parts` to `path` atomically and durably (temp, fsync, rename, fsync the folder). */
-async function writeDurable(dir: string, name: string, parts: readonly Buffer[]): Promise<void> {
-  const tmp = join(dir, `${name}.tmp`);
-  const fh = await open(tmp, 'w', 0o600);
-  try {
-    await fh.writev(parts as Buffer[]);
-    await fh.sync();
-  } catch (err) {
-    await fh.close().catch(() => undefined);
-    await unlink(tmp).catch(() => undefined);
-    throw err;
-  }
-  await fh.close();
-  await rename(tmp, join(dir, name));
-  await syncDir(dir);
-}
 
 function spoolError(err: unknown, what: string): LifeboatError {
   const code = (err as NodeJS.ErrnoException).code;
@@ -178,7 +153,7 @@ export class Spool {
   private async ensureDir(path: string, parent: string): Promise<void> {
     if (this.madeDirs.has(path)) return;
     await mkdir(path, { recursive: true, mode: 0o700 });
-    await syncDir(parent);
+    await fsyncDir(parent);
     this.madeDirs.add(path);
   }
 
@@ -201,7 +176,7 @@ export class Spool {
     const diskDir = join(this.dir, disk);
     try {
       await this.ensureDir(diskDir, this.dir);
-      await writeDurable(diskDir, 'vault', [Buffer.from(JSON.stringify({ vaultId }) + '\n')]);
+      await writeFileDurable(diskDir, 'vault', [Buffer.from(JSON.stringify({ vaultId }) + '\n')]);
     } catch (err) {
       throw spoolError(err, `binding disk ${disk} to its vault`);
     }
@@ -214,7 +189,7 @@ export class Spool {
     try {
       await this.ensureDir(join(this.dir, disk), this.dir);
       await this.ensureDir(dir, join(this.dir, disk));
-      await writeDurable(dir, 'acked', [Buffer.from(`${sequence}\n`)]);
+      await writeFileDurable(dir, 'acked', [Buffer.from(`${sequence}\n`)]);
     } catch (err) {
       throw spoolError(err, `recording sequence ${sequence} of ${disk}/${generation} as acknowledged`);
     }
@@ -228,7 +203,7 @@ export class Spool {
     try {
       await this.ensureDir(join(this.dir, disk), this.dir);
       await this.ensureDir(dir, join(this.dir, disk));
-      await writeDurable(dir, 'fenced', [Buffer.alloc(0)]);
+      await writeFileDurable(dir, 'fenced', [Buffer.alloc(0)]);
     } catch (err) {
       throw spoolError(err, `marking ${disk}/${generation} fenced`);
     }
@@ -253,7 +228,7 @@ export class Spool {
       try {
         await this.ensureDir(join(this.dir, disk), this.dir);
         await this.ensureDir(dir, join(this.dir, disk));
-        await writeDurable(dir, name, frame);
+        await writeFileDurable(dir, name, frame);
       } catch (err) {
         throw spoolError(err, `writing segment ${sequence} of ${disk}/${generation}`);
       }

@@ -1,5 +1,18 @@
 import { ERROR_CODES, LifeboatError, type ErrorCode } from '../core/errors.js';
 
+/** The vault URL as the base of API paths; USAGE unless it is an http(s) URL without credentials. */
+export function vaultBaseUrl(vaultUrl: string): string {
+  let url: URL;
+  try {
+    url = new URL(vaultUrl);
+  } catch (err) {
+    throw new LifeboatError('USAGE', `the vault URL ${JSON.stringify(vaultUrl)} is not a URL`, { cause: err });
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new LifeboatError('USAGE', 'the vault URL must be http:// or https://');
+  if (url.username || url.password) throw new LifeboatError('USAGE', 'the vault URL must not carry credentials');
+  return url.href.replace(/\/+$/, '');
+}
+
 /**
  * One JSON call to the vault's REST API, for the applications that talk to it from
  * other machines (the agent, a standalone process server). The answer must be JSON;

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, readdir, rename, rm } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rm } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Extent } from '../../core/block-source.js';
@@ -9,6 +9,7 @@ import { DIGEST_BYTES, DigestMap, chunkDigestInto } from '../digest-map.js';
 import type { PendingDigests } from '../digest-map.js';
 import type { ChangedExtent, ChangeTracker, Cut, TrackerCapabilities, TrackerOpenResult } from '../tracker.js';
 import { DiskFile } from '../../io/disk-file.js';
+import { fsyncDir, writeFileDurable } from '../../io/durable.js';
 import { fullCompare } from '../scan/full-compare.js';
 import { ChangeLog, scanLog, writeAllAt } from './change-log.js';
 import type { ScannedRecord } from './change-log.js';
@@ -80,15 +81,6 @@ function trackerError(message: string, err: unknown, details: Record<string, unk
   if (err instanceof LifeboatError) return err;
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   return new LifeboatError('TRACKER_FAILED', code === undefined ? message : `${message}: ${code}`, { cause: err, details });
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const h = await open(dir, 'r');
-  try {
-    await h.sync();
-  } finally {
-    await h.close();
-  }
 }
 
 async function defaultBootId(): Promise<string> {
@@ -299,17 +291,8 @@ export class JournalTracker implements ChangeTracker {
   private async writeState(cleanClose: StateFile['cleanClose']): Promise<void> {
     const state: StateFile = { version: STATE_VERSION, needsFull: this.needsFull, bootId: this.bootId, cleanClose };
     const dir = this.options.stateDir;
-    const tmp = join(dir, `${STATE_FILE}.tmp`);
     try {
-      const h = await open(tmp, 'w', 0o600);
-      try {
-        await h.writeFile(`${JSON.stringify(state)}\n`);
-        await h.sync();
-      } finally {
-        await h.close();
-      }
-      await rename(tmp, join(dir, STATE_FILE));
-      await fsyncDir(dir);
+      await writeFileDurable(dir, STATE_FILE, `${JSON.stringify(state)}\n`);
     } catch (err) {
       throw trackerError('cannot write the journal state', err, { dir });
     }

@@ -3,6 +3,7 @@ import { mkdir, open as openFile, readFile, stat, link, unlink } from 'node:fs/p
 import { dirname, basename, join } from 'node:path';
 import { LifeboatError, isLifeboatError } from '../../core/errors.js';
 import { aad, open as openEnvelope, seal as sealEnvelope } from '../../format/crypto.js';
+import { fsyncDir } from '../../io/durable.js';
 
 /**
  * Encryption at rest for the credentials the vault keeps: push-install passwords and
@@ -108,7 +109,7 @@ export async function loadOrCreateVaultKey(path: string): Promise<Buffer> {
   } finally {
     await unlink(tmp).catch(() => undefined);
   }
-  await syncDir(dirname(path));
+  await fsyncDir(dirname(path));
   const stored = await readKeyFile(path);
   if (!stored) throw new LifeboatError('INTERNAL', `the vault key file ${path} vanished right after it was created`);
   return stored;
@@ -138,11 +139,3 @@ async function readKeyFile(path: string): Promise<Buffer | undefined> {
   return key;
 }
 
-async function syncDir(dir: string): Promise<void> {
-  const handle = await openFile(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
