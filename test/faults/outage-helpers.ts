@@ -25,7 +25,7 @@ import { verifyStore, type VerifyReport } from '../../src/store/verify.js';
 import { makeTempDir, repoRoot, requireTool } from '../helpers/env.js';
 import { createLink, type NetnsLink } from '../helpers/netns.js';
 import { RECORD_BYTES, verifyImage, type AckLog, type ImageReport } from '../helpers/workload.js';
-import { ChildRun, ExportWriter, capturedAtMs, waitUntil } from './replication-harness.js';
+import { ChildRun, ExportWriter, capturedAtMs, firstJson, waitUntil } from './replication-harness.js';
 
 export const MiB = 2 ** 20;
 const CLI = join(repoRoot, 'test', 'agent', 'lifeboat-cli.ts');
@@ -296,19 +296,7 @@ export class NetnsRig implements ApiCaller {
       '--json',
     ]);
     this.server = server;
-    const started = await waitUntil(
-      'lifeboat server (namespace b) to print its address',
-      () => {
-        if (!server.running) throw new Error(`lifeboat server exited ${JSON.stringify(server.exit)}\n${server.tail()}`);
-        try {
-          return JSON.parse(server.stdout) as { adminToken: string | null };
-        } catch {
-          return undefined;
-        }
-      },
-      60_000,
-      50,
-    );
+    const started = await firstJson<{ adminToken: string | null }>(server, 'lifeboat server (namespace b) to print its address', 'lifeboat server');
     this.adminToken = String(started.adminToken);
 
     const forwarder = new ChildRun(

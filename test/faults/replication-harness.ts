@@ -112,6 +112,23 @@ function spawnCli(name: string, args: readonly string[], logPath: string, env: R
   return new ChildRun(name, child, logPath);
 }
 
+/** The first JSON document a child prints on stdout (its address, token or id); fails at once if it exits first. */
+export function firstJson<T>(run: ChildRun, what: string, name: string): Promise<T> {
+  return waitUntil(
+    what,
+    () => {
+      if (!run.running) throw new Error(`${name} exited ${JSON.stringify(run.exit)}\n${run.tail()}`);
+      try {
+        return JSON.parse(run.stdout) as T;
+      } catch {
+        return undefined;
+      }
+    },
+    60_000,
+    50,
+  );
+}
+
 export async function waitUntil<T>(what: string, probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs: number, intervalMs = 100): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
@@ -459,19 +476,7 @@ export class ReplicationRig {
     ];
     const run = spawnCli('server', args, this.logPath, { LIFEBOAT_LOG_LEVEL: 'info', ...this.options.serverEnv });
     this.server = run;
-    const started = await waitUntil(
-      'lifeboat server to print its address',
-      () => {
-        if (!run.running) throw new Error(`lifeboat server exited ${JSON.stringify(run.exit)}\n${run.tail()}`);
-        try {
-          return JSON.parse(run.stdout) as { adminToken: string | null };
-        } catch {
-          return undefined;
-        }
-      },
-      60_000,
-      50,
-    );
+    const started = await firstJson<{ adminToken: string | null }>(run, 'lifeboat server to print its address', 'lifeboat server');
     if (started.adminToken) this.adminToken = started.adminToken;
   }
 
@@ -515,19 +520,7 @@ export class ReplicationRig {
     ];
     const run = spawnCli('process-server', args, this.logPath, { LIFEBOAT_LOG_LEVEL: 'info' });
     this.processServer = run;
-    const started = await waitUntil(
-      'lifeboat process-server run to listen',
-      () => {
-        if (!run.running) throw new Error(`lifeboat process-server run exited ${JSON.stringify(run.exit)}\n${run.tail()}`);
-        try {
-          return JSON.parse(run.stdout) as { id: string };
-        } catch {
-          return undefined;
-        }
-      },
-      60_000,
-      50,
-    );
+    const started = await firstJson<{ id: string }>(run, 'lifeboat process-server run to listen', 'lifeboat process-server run');
     this.processServerId = String(started.id);
   }
 
