@@ -31,6 +31,8 @@ export default tseslint.config(
   layer(['src/core/**'], ['**/storage/**', '**/format/**', '**/store/**', '**/cli/**', '**/nbd/**', '**/export/**']),
   layer(['src/storage/**', 'src/format/**', 'src/nbd/**', 'src/export/**', 'src/io/**'], ['**/cli/**', '**/store/**', '**/vault/**', '**/agent/**', '**/process-server/**']),
   layer(['src/store/**'], ['**/cli/**', '**/vault/**']),
+  // Compute drivers boot or export BlockSources: they never open the store themselves.
+  layer(['src/compute/**'], ['**/cli/**', '**/store/**', '**/vault/**', '**/agent/**', '**/process-server/**']),
   layer(['src/changetracking/**', 'src/protocol/**'], ['**/cli/**', '**/store/**', '**/vault/**', '**/agent/**', '**/process-server/**']),
   // Applications never import each other; src/cli (lifeboat server) wires them together.
   layer(['src/agent/**'], ['**/cli/**', '**/vault/**', '**/process-server/**', '**/store/**']),

@@ -228,6 +228,24 @@ export const ERROR_CODES = {
     retryable: true,
     summary: 'A change tracker could not read the disk or talk to QEMU; the disk is compared again in full when tracking resumes.',
   },
+  COMPUTE_UNAVAILABLE: {
+    exitCode: 17,
+    retryable: false,
+    summary: 'The compute driver cannot run here: a tool is missing (the message names the Debian package) or the host refuses it.',
+  },
+  COMPUTE_FAILED: {
+    exitCode: 17,
+    retryable: false,
+    summary: 'A recovered machine could not be created, started or stopped, or it stopped before it booted; the console tail is in the message.',
+  },
+  UNSUPPORTED: { exitCode: 2, retryable: false, summary: 'The driver or object cannot do what was asked (booting an export, a command in a guest without a console shell).' },
+  TIMEOUT: { exitCode: 18, retryable: true, summary: 'Something awaited did not happen in time: a boot marker, a probe, a guest command, an acknowledgement.' },
+  DRILL_FAILED: {
+    exitCode: 19,
+    retryable: false,
+    summary: 'A drill ran but the recovered machine did not boot or a check failed; the drill report says which.',
+    hint: 'lifeboat drill report ITEM',
+  },
   INTERNAL: { exitCode: 70, retryable: false, summary: 'A bug: an invariant of the program did not hold.' },
 } as const satisfies Record<string, ErrorSpec>;
 

@@ -109,7 +109,7 @@ export const TRANSITIONS: Readonly<Record<ItemAction, Rule>> = {
   'finish-failover': { from: { 'failing-over': 'failed-over' }, jobs: [] },
   'change-recovery-point': {
     from: { 'failed-over': 'failed-over' },
-    jobs: [],
+    jobs: ['change-recovery-point'],
     refusal: 'the recovery point can change only after a failover and before commit',
   },
   commit: { from: { 'failed-over': 'committed' }, jobs: ['commit'] },

@@ -104,7 +104,29 @@ export const JOB_KINDS: Readonly<Record<JobKind, JobKindSpec>> = {
     resumable: true,
     cancellable: false,
   },
+  'change-recovery-point': {
+    title: 'Change recovery point',
+    steps: [
+      s('Prerequisites check'),
+      s('Shut down the replica virtual machine'),
+      s('Create the replica virtual machine'),
+      s('Start the replica virtual machine'),
+    ],
+    resumable: true,
+    cancellable: false,
+  },
+  // Steps come from the plan's groups (createJob's `steps`): pre-scripts, the group's
+  // items in parallel, manual actions, post-scripts, group after group.
+  'recovery-plan': {
+    title: 'Recovery plan',
+    steps: [],
+    resumable: true,
+    cancellable: false,
+  },
 };
+
+/** Kinds whose steps are given when the job is created (a recovery plan's). */
+export const DYNAMIC_STEP_KINDS: readonly JobKind[] = ['recovery-plan'];
 
 const iso = (d: Date) => d.toISOString();
 
@@ -114,13 +136,23 @@ function illegal(job: Job, action: string, why: string): LifeboatError {
   });
 }
 
-export function createJob(kind: JobKind, init: { id: string; itemId: string | null; initiator: string; now: Date }): Job {
+/** `steps` names the steps of a dynamic kind (DYNAMIC_STEP_KINDS) and is refused for the others. */
+export function createJob(
+  kind: JobKind,
+  init: { id: string; itemId: string | null; initiator: string; now: Date; steps?: readonly string[] },
+): Job {
+  const dynamic = DYNAMIC_STEP_KINDS.includes(kind);
+  if (dynamic !== (init.steps !== undefined)) {
+    throw new LifeboatError('INTERNAL', `${JOB_KINDS[kind].title}: steps are ${dynamic ? 'required' : 'fixed by the kind'}`);
+  }
+  if (dynamic && init.steps!.length === 0) throw new LifeboatError('VALIDATION', `${JOB_KINDS[kind].title} needs at least one step`);
+  const names = init.steps ?? JOB_KINDS[kind].steps.map((st) => st.name);
   return {
     id: init.id,
     kind,
     itemId: init.itemId,
     state: 'queued',
-    steps: JOB_KINDS[kind].steps.map((st) => ({ name: st.name, state: 'queued', progressPercent: 0, startedAt: null, endedAt: null, error: null })),
+    steps: names.map((name) => ({ name, state: 'queued', progressPercent: 0, startedAt: null, endedAt: null, error: null })),
     createdAt: iso(init.now),
     startedAt: null,
     endedAt: null,

@@ -176,7 +176,20 @@ export interface AgentConfig {
   readonly appConsistentFrequencyMinutes: number;
   readonly disks: readonly { readonly name: string; readonly storeDisk: string }[];
   readonly processServer: ProcessServerEndpoint;
+  /**
+   * What the agent does (docs/recovery.md): `replicate` its disks to the process server;
+   * `fenced`: stop shipping (the item failed over: this source is no longer the writer,
+   * and its generation is refused anyway); `reverse`: its disks are the target of
+   * reverse replication (reprotect), pulled from the vault. Absent means `replicate`.
+   */
+  readonly mode?: AgentMode;
+  /** Asks the agent to run its shutdown command once (failover: "Shut down the source machine"); the id is echoed in its heartbeat. */
+  readonly shutdownRequest?: { readonly id: string } | null;
+  /** Asks the agent to run its start command once (failback: "Start the primary machine"). */
+  readonly startRequest?: { readonly id: string } | null;
 }
+
+export type AgentMode = 'replicate' | 'fenced' | 'reverse';
 
 /** How an agent reports one protected disk (docs/replication.md, heartbeat). */
 export type AgentDiskState = 'initial' | 'resync' | 'continuous' | 'paused' | 'error';
@@ -226,7 +239,10 @@ export type JobKind =
   | 'failover'
   | 'commit'
   | 'reprotect'
-  | 'failback';
+  | 'failback'
+  | 'change-recovery-point'
+  /** A recovery plan's operation: its steps are built from the plan's groups (src/core/jobs.ts). */
+  | 'recovery-plan';
 export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
 export interface JobStep {
@@ -252,7 +268,15 @@ export interface Job {
   readonly initiator: string;
 }
 
-export type AlertKind = 'rpo-threshold-exceeded' | 'heartbeat-lost' | 'job-failed' | 'registration-key-expiring' | 'spool-filling' | 'journal-gap';
+export type AlertKind =
+  | 'rpo-threshold-exceeded'
+  | 'heartbeat-lost'
+  | 'job-failed'
+  | 'registration-key-expiring'
+  | 'spool-filling'
+  | 'journal-gap'
+  /** A scheduled drill of an item or a plan failed (subject: the item or plan id); the next passing drill clears it. */
+  | 'drill-failed';
 export type AlertSeverity = 'warning' | 'critical';
 
 export interface Alert {
@@ -275,4 +299,133 @@ export interface AuditEntry {
   readonly target: string | null;
   readonly outcome: 'allowed' | 'denied' | 'failed';
   readonly requestId: string | null;
+}
+
+/**
+ * Which recovery point a test failover, failover or change of point uses (seed step 6):
+ * - `latest-processed`: the newest point already made (fast);
+ * - `latest-app-consistent`: the newest app-consistent point;
+ * - `latest`: process every segment already at the process server and the store first,
+ *   then the newest point (lowest RPO, slower);
+ * - `point`: one point by id (of any of the item's disks: the others use their newest
+ *   point captured at or before it);
+ * - `time`: per disk the newest point captured at or before `at`.
+ */
+export type PointChoice =
+  | { readonly kind: 'latest-processed' }
+  | { readonly kind: 'latest-app-consistent' }
+  | { readonly kind: 'latest' }
+  | { readonly kind: 'point'; readonly pointId: string }
+  | { readonly kind: 'time'; readonly at: string };
+
+/** The points an operation used: one per disk of the item. */
+export interface ChosenPoint {
+  readonly choice: PointChoice;
+  readonly disks: readonly {
+    readonly disk: string;
+    readonly pointId: string;
+    readonly capturedAt: string;
+    readonly consistency: 'crash' | 'app';
+  }[];
+}
+
+/** An operator-defined check run against a recovered machine (drill reports). */
+export type Probe =
+  | { readonly name: string; readonly kind: 'tcp'; readonly port: number; readonly timeoutSeconds: number }
+  | { readonly name: string; readonly kind: 'command'; readonly command: string; readonly timeoutSeconds: number; readonly expectOutput?: string };
+
+export interface ProbeResult {
+  readonly name: string;
+  readonly kind: Probe['kind'];
+  readonly ok: boolean;
+  /** What was seen: "port 22 answered", the command's exit code and the tail of its output... */
+  readonly detail: string;
+  readonly durationMs: number;
+}
+
+/**
+ * How an item or plan is drilled: the checks, what on the console says the machine
+ * booted, and an optional schedule the vault runs unattended in the isolated network.
+ */
+export interface DrillSettings {
+  /** The item or plan id. */
+  readonly id: string;
+  readonly subjectKind: 'item' | 'plan';
+  readonly probes: readonly Probe[];
+  /** A regular expression: a console line matching it means "booted" (RTO is measured to it); null: booted when every probe passed. */
+  readonly bootMarker: string | null;
+  /** Seconds to wait for the boot marker and the probes; default 600. */
+  readonly bootTimeoutSeconds: number;
+  /** Unattended drills every this many hours (168 = weekly); null = none. */
+  readonly scheduleEveryHours: number | null;
+  readonly nextRunAt: string | null;
+  readonly lastRunAt: string | null;
+  readonly updatedAt: string;
+}
+
+export type DrillTrigger = 'operator' | 'schedule' | 'plan';
+
+/** What a test failover (or failover) showed: kept after its cleanup. */
+export interface DrillReport {
+  readonly id: string;
+  readonly itemId: string;
+  /** The plan whose operation ran this drill, if any. */
+  readonly planId: string | null;
+  readonly operation: 'test-failover' | 'failover';
+  readonly trigger: DrillTrigger;
+  readonly jobId: string;
+  readonly cleanupJobId: string | null;
+  readonly outcome: 'running' | 'passed' | 'failed';
+  readonly point: ChosenPoint | null;
+  /** Job start − the point's capture time (the data a disaster at that moment would lose). */
+  readonly rpoSeconds: number | null;
+  /** Job start → boot marker (or all probes passing): the recovery time. */
+  readonly rtoSeconds: number | null;
+  readonly driver: string;
+  readonly network: string;
+  readonly machineId: string | null;
+  readonly accel: 'kvm' | 'tcg' | null;
+  readonly probes: readonly ProbeResult[];
+  /** The console's tail (at most 64 KiB) as the cleanup found it. */
+  readonly consoleLog: string;
+  /** Why the drill failed, when it did. */
+  readonly error: string | null;
+  readonly notes: string | null;
+  readonly startedAt: string;
+  readonly endedAt: string | null;
+}
+
+/** A machine a compute driver made for an item (test failover or failover). */
+export interface RecoveredMachine {
+  readonly id: string;
+  readonly itemId: string;
+  readonly purpose: 'test' | 'failover';
+  readonly driver: string;
+  readonly point: ChosenPoint;
+  readonly network: string;
+  readonly state: 'creating' | 'running' | 'stopped' | 'deleting';
+  readonly jobId: string;
+  readonly createdAt: string;
+  readonly updatedAt: string;
+}
+
+/** One group of a recovery plan: its items fail over in parallel, groups in order. */
+export interface RecoveryPlanGroup {
+  readonly name: string;
+  readonly itemIds: readonly string[];
+  /** Scripts (names of executables in the vault's scripts directory) run before and after the group. */
+  readonly preScripts: readonly string[];
+  readonly postScripts: readonly string[];
+  /** Manual actions after the group: each pauses the plan until an operator acknowledges it. */
+  readonly manualActions: readonly string[];
+}
+
+export interface RecoveryPlan {
+  readonly id: string;
+  readonly vaultId: string;
+  readonly name: string;
+  readonly description: string;
+  readonly groups: readonly RecoveryPlanGroup[];
+  readonly createdAt: string;
+  readonly updatedAt: string;
 }

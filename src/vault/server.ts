@@ -35,6 +35,12 @@ import { VaultStores } from './services/vault-stores.js';
 import { BuiltInProcessServerReporter, VaultProcessServerBackend, type ProcessServerFigures } from './services/built-in-process-server.js';
 import { ReplicaProcessor, finalizeProtectionHandlers } from './replica/processor.js';
 import { packageRoot, packageVersion } from './jobs/agent-bundle.js';
+import type { ComputeDriver } from '../compute/driver.js';
+import { createComputeDriver } from '../compute/index.js';
+import { recoveryModule } from './recovery/index.js';
+import { plansModule } from './plans/index.js';
+import { reverseModule } from './reverse/index.js';
+import type { RecoveryDeps } from './recovery/module.js';
 
 /** How often buffered heartbeats are written (RegistrationService.flushHeartbeats). */
 const HEARTBEAT_FLUSH_MS = 1000;
@@ -70,6 +76,8 @@ export interface VaultServerOptions {
   readonly pushInstall?: PushInstallSettings;
   /** Default: src/vault/logging/logger.ts createVaultLogger() (JSON lines to stderr, level from LIFEBOAT_LOG_LEVEL). */
   readonly logger?: VaultLogger;
+  /** Boots (or exports) recovered machines; default createComputeDriver('auto') with its state in `<dataDir>/compute`. */
+  readonly compute?: ComputeDriver;
 }
 
 export interface VaultServer {
@@ -84,6 +92,7 @@ export interface VaultServer {
   /** The backend of a process server running in this process (src/process-server's ProcessServerBackend, structurally). */
   readonly processServerBackend: VaultProcessServerBackend;
   readonly replica: ReplicaProcessor;
+  readonly compute: ComputeDriver;
   /** A fresh key and certificate for the process server, with `sans` as its addresses, and the CA agents trust. */
   processServerTls(sans: readonly string[]): Promise<ProcessServerTls>;
   /** Where agents reach the process server from now on (enrollment answers and AgentConfig). */
@@ -132,6 +141,12 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
       logger,
       ...(options.replica?.tickMs === undefined ? {} : { tickMs: options.replica.tickMs }),
     });
+    const compute = options.compute ?? (await createComputeDriver('auto', { stateDir: join(options.dataDir, 'compute') }));
+    const recoveryDeps: RecoveryDeps = { repos, stores, replica, agents, compute, now, logger, dataDir: options.dataDir };
+    const recovery = recoveryModule(recoveryDeps);
+    const plans = plansModule({ ...recoveryDeps, operations: recovery.operations });
+    const reverse = reverseModule(recoveryDeps);
+    const modules = [recovery, plans, reverse];
     // Routes authenticated by a credential in the body (registration, enrollment) record their own audit entries.
     const audit = async (entry: Parameters<typeof repos.auditLog.append>[0]): Promise<void> => void (await repos.auditLog.append(entry));
     const app = await buildApi({
@@ -169,6 +184,7 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
         vaultCheckRoutes(new VaultChecks(repos, now)),
         agentsRoutes(agents, audit, now),
         processServersRoutes(standalone, audit, now),
+        ...modules.flatMap((m) => m.routes),
       ],
     });
     // The URL written into agent.env; with port 0 it is known only once the API listens.
@@ -189,9 +205,17 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
       repos,
       now,
       onError: (err) => logger.error({ err }, 'job runner failed'),
-      handlers: options.jobs?.handlers ?? { ...defaultStepHandlers(installer), 'finalize-protection': finalize },
+      handlers: options.jobs?.handlers ?? {
+        ...defaultStepHandlers(installer),
+        'finalize-protection': finalize,
+        ...recovery.handlers,
+        ...plans.handlers,
+        ...reverse.handlers,
+      },
       ...(options.jobs?.pollIntervalMs ? { pollIntervalMs: options.jobs.pollIntervalMs } : {}),
     });
+    // Modules first: recovered machines are served their sources again before a resumed job needs them.
+    for (const m of modules) await m.start();
     await runner.start();
     const alerts = new AlertEvaluator({
       repos,
@@ -205,7 +229,7 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
     try {
       await app.listen({ host: options.host, port: options.port });
     } catch (err) {
-      await Promise.all([runner.stop(), alerts.stop(), replica.stop()]);
+      await Promise.all([runner.stop(), alerts.stop(), replica.stop(), ...modules.map((m) => m.stop())]);
       throw err;
     }
     const address = app.server.address();
@@ -226,6 +250,7 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
       agents,
       processServerBackend: backend,
       replica,
+      compute,
       processServerTls: (sans) => ca.issueProcessServerCertificate(sans),
       setProcessServerEndpoint: (next) => {
         endpoint = next;
@@ -233,7 +258,7 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
       reportProcessServer: (figures, address) => reporter.report(figures, address),
       close: async () => {
         clearInterval(heartbeatFlush);
-        await Promise.all([runner.stop(), alerts.stop(), replica.stop()]);
+        await Promise.all([runner.stop(), alerts.stop(), replica.stop(), ...modules.map((m) => m.stop())]);
         await app.close();
         await registration.flushHeartbeats();
         await db.close();

@@ -245,9 +245,81 @@ CREATE TABLE replication_controls (
 );
 `;
 
+/**
+ * Recovery (docs/recovery.md): machines the compute drivers made for items, drill
+ * reports (kept after cleanup), drill settings of items and plans (probes, boot
+ * marker, schedule), and recovery plans (groups as JSON).
+ */
+const recovery = `
+CREATE TABLE recovered_machines (
+  id TEXT PRIMARY KEY,
+  item_id TEXT NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+  purpose TEXT NOT NULL CHECK (purpose IN ('test', 'failover')),
+  driver TEXT NOT NULL,
+  point TEXT NOT NULL,
+  network TEXT NOT NULL,
+  state TEXT NOT NULL,
+  job_id TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL
+);
+CREATE INDEX recovered_machines_item ON recovered_machines (item_id, id);
+
+CREATE TABLE drill_reports (
+  id TEXT PRIMARY KEY,
+  item_id TEXT NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+  plan_id TEXT,
+  operation TEXT NOT NULL,
+  trigger TEXT NOT NULL,
+  job_id TEXT NOT NULL,
+  cleanup_job_id TEXT,
+  outcome TEXT NOT NULL,
+  point TEXT,
+  rpo_seconds BIGINT,
+  rto_seconds BIGINT,
+  driver TEXT NOT NULL,
+  network TEXT NOT NULL,
+  machine_id TEXT,
+  accel TEXT,
+  probes TEXT NOT NULL,
+  console_log TEXT NOT NULL,
+  error TEXT,
+  notes TEXT,
+  started_at TEXT NOT NULL,
+  ended_at TEXT
+);
+CREATE INDEX drill_reports_item ON drill_reports (item_id, id);
+CREATE INDEX drill_reports_job ON drill_reports (job_id);
+
+CREATE TABLE drill_settings (
+  id TEXT PRIMARY KEY,
+  subject_kind TEXT NOT NULL CHECK (subject_kind IN ('item', 'plan')),
+  probes TEXT NOT NULL,
+  boot_marker TEXT,
+  boot_timeout_seconds BIGINT NOT NULL,
+  schedule_every_hours BIGINT,
+  next_run_at TEXT,
+  last_run_at TEXT,
+  updated_at TEXT NOT NULL
+);
+CREATE INDEX drill_settings_next ON drill_settings (next_run_at);
+
+CREATE TABLE recovery_plans (
+  id TEXT PRIMARY KEY,
+  vault_id TEXT NOT NULL REFERENCES vaults (id),
+  name TEXT NOT NULL,
+  description TEXT NOT NULL,
+  groups TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL,
+  UNIQUE (vault_id, name)
+);
+`;
+
 export const MIGRATIONS: readonly Migration[] = [
   { id: 1, name: 'initial control-plane schema', sql: { sqlite: initial('sqlite'), postgres: initial('postgres') } },
   { id: 2, name: 'replication: enrollment tokens, agents, pause and throttle', sql: replication },
+  { id: 3, name: 'recovery: recovered machines, drill reports and settings, recovery plans', sql: recovery },
 ];
 
 /** The schema version this code writes and understands. */

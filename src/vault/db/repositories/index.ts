@@ -10,6 +10,7 @@ import { MachineRepository, PushAccountRepository } from './machines.js';
 import { PolicyRepository } from './policies.js';
 import { ConfigServerRepository, ProcessServerRepository } from './servers.js';
 import { SettingsRepository } from './settings.js';
+import { DrillReportRepository, DrillSettingsRepository, RecoveredMachineRepository, RecoveryPlanRepository } from './recovery.js';
 import { ApiTokenRepository, UserRepository } from './users.js';
 import { RegistrationKeyRepository, VaultRepository } from './vaults.js';
 
@@ -32,6 +33,10 @@ export interface Repositories {
   readonly enrollmentTokens: EnrollmentTokenRepository;
   readonly agents: AgentRepository;
   readonly replicationControls: ReplicationControlRepository;
+  readonly recoveredMachines: RecoveredMachineRepository;
+  readonly drillReports: DrillReportRepository;
+  readonly drillSettings: DrillSettingsRepository;
+  readonly recoveryPlans: RecoveryPlanRepository;
 }
 
 export interface RepositoryOptions {
@@ -65,6 +70,10 @@ export function createRepositories(db: Database, options: RepositoryOptions = {}
     enrollmentTokens: new EnrollmentTokenRepository(ctx),
     agents: new AgentRepository(ctx),
     replicationControls: new ReplicationControlRepository(ctx),
+    recoveredMachines: new RecoveredMachineRepository(ctx),
+    drillReports: new DrillReportRepository(ctx),
+    drillSettings: new DrillSettingsRepository(ctx),
+    recoveryPlans: new RecoveryPlanRepository(ctx),
   };
 }
 
