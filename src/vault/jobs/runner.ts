@@ -35,7 +35,11 @@ export interface StepContext {
 
 export type StepHandler = (ctx: StepContext) => Promise<void>;
 
-/** Handlers by job kind and step name (the names of src/core/jobs.ts). */
+/**
+ * Handlers by job kind and step name (the names of src/core/jobs.ts). Kinds whose
+ * steps are built per job (DYNAMIC_STEP_KINDS: recovery plans) give one handler
+ * under '*', which reads the step's name and index from its context.
+ */
 export type StepHandlers = Partial<Record<JobKind, Readonly<Record<string, StepHandler>>>>;
 
 /** What installs the mobility agent on a machine: the SSH push install (src/vault/push-install) plugs in here. */
@@ -217,7 +221,7 @@ export class JobRunner {
       const i = currentStepIndex(job);
       if (i < 0) throw new LifeboatError('INTERNAL', `job ${job.id} is running with no running step`);
       const name = job.steps[i]!.name;
-      const handler = this.handlers[job.kind]?.[name];
+      const handler = this.handlers[job.kind]?.[name] ?? this.handlers[job.kind]?.['*'];
       let error: string | null = null;
       try {
         if (!handler) throw new Error(`this vault has no handler for '${name}' of ${JOB_KINDS[job.kind].title} yet`);
