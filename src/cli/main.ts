@@ -40,6 +40,9 @@ import * as journalProcess from './commands/journal-process.js';
 import * as pointList from './commands/point-list.js';
 import * as processServerRun from './commands/process-server-run.js';
 import * as quickstart from './commands/quickstart.js';
+import * as recoveryCommands from './commands/recovery.js';
+import * as planCommands from './commands/plans.js';
+import * as reverseCommands from './commands/reverse.js';
 import * as server from './commands/server.js';
 import * as storeGc from './commands/store-gc.js';
 import * as storeInit from './commands/store-init.js';
@@ -107,6 +110,10 @@ export function buildProgram(env: Env, signals: AbortSignal): Command {
   jobShow.register(job, env);
   jobWatch.register(job, env, signals);
   alertList.register(program.command('alert').description('alerts'), env);
+  // Recovery (docs/recovery.md): test failover, failover, commit, drills, plans, reprotect, failback.
+  recoveryCommands.register(program, env, signals);
+  planCommands.register(program, env, signals);
+  reverseCommands.register(program, env, signals);
   const agent = program.command('agent').description('the mobility agent on a protected machine: enroll, run, status');
   agentEnroll.register(agent, env);
   agentRun.register(agent, env, signals);

@@ -1,0 +1,5 @@
+import type { Command } from 'commander';
+import type { Env } from '../context.js';
+
+/** The CLI's reprotect and failback (docs/recovery.md). */
+export function register(_program: Command, _env: Env, _signals: AbortSignal): void {}
