@@ -24,10 +24,22 @@
  * - journal-gap: critical while the replica processor finds a gap in an item's
  *   journal (a segment missing before present ones: points stop there); cleared
  *   once processing finds none.
- * An alert whose subject is no longer in the input is cleared.
+ * An alert of these kinds whose subject is no longer in the input is cleared.
+ * Alerts of other kinds (`drill-failed`, raised and cleared by the drill scheduler)
+ * are left alone.
  */
 import type { Alert, AlertKind, AlertSeverity, ItemState, Job, RegistrationKey } from './model.js';
 import { keyExpiringSoon } from './registration-key.js';
+
+/** The kinds these rules own: raised and cleared here only. */
+export const EVALUATED_KINDS: readonly AlertKind[] = [
+  'rpo-threshold-exceeded',
+  'heartbeat-lost',
+  'job-failed',
+  'registration-key-expiring',
+  'spool-filling',
+  'journal-gap',
+];
 
 export interface AlertRules {
   readonly heartbeatTimeoutMs: number;
@@ -169,6 +181,7 @@ export function evaluateAlerts(input: AlertInput, rules: AlertRules = DEFAULT_AL
   }
 
   for (const a of input.open) {
+    if (!EVALUATED_KINDS.includes(a.kind)) continue;
     if (!seen.has(key(a.kind, a.subjectId)) && !clear.some((c) => c.id === a.id)) clear.push({ id: a.id, reason: 'subject no longer exists' });
   }
   return { raise, clear };

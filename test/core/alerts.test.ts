@@ -72,6 +72,13 @@ test('alerts whose subject is gone are cleared', () => {
   assert.deepEqual(evaluateAlerts({ ...empty, open }).clear, [{ id: 'A9', reason: 'subject no longer exists' }]);
 });
 
+test('a drill-failed alert is the drill scheduler\'s: the rules neither raise nor clear it', () => {
+  const open: Open[] = [{ id: 'A7', kind: 'drill-failed', severity: 'critical', subjectId: 'I1' }];
+  const decision = evaluateAlerts({ ...empty, open });
+  assert.deepEqual(decision.clear, []);
+  assert.deepEqual(decision.raise, []);
+});
+
 test('applying a decision reaches a fixpoint: evaluating again raises and clears nothing, one alert per kind and subject', () => {
   const states: ItemState[] = ['protected', 'initial-replication', 'failed-over', 'reprotected', 'test-failover'];
   const world = fc.record({
