@@ -79,7 +79,39 @@ export interface GuestImageSpec {
    * and /dev mounted and / mounted read-write. Non-zero exit: no marker, power off.
    */
   workload?: string;
+  /**
+   * After the marker, keep a root shell (busybox sh) on the serial console instead
+   * of powering off; `poweroff -f` in it ends the guest. Default false.
+   */
+  shell?: boolean;
+  /** Bring up eth0 before the workload (see GuestNetworkSpec); default: no network setup. */
+  network?: GuestNetworkSpec;
 }
+
+/**
+ * The guest's network, for QEMU user networking: the kernel's virtio-net modules
+ * (not built into the cloud kernel) are loaded, eth0 gets 10.0.2.15/24 with
+ * 10.0.2.2 as gateway. No eth0 (no NIC plugged) is not an error: the boot goes on.
+ */
+export interface GuestNetworkSpec {
+  /** A TCP port on which busybox nc answers every connection with the marker line. */
+  listenPort?: number;
+}
+
+/** The address the guest gives eth0 when GuestImageSpec.network is set. */
+export const GUEST_NETWORK = { address: '10.0.2.15', prefixLength: 24, gateway: '10.0.2.2' } as const;
+
+/** Modules virtio-net needs, in load order (their depends= lines in the kernel package). */
+const NET_MODULES = [
+  'kernel/drivers/virtio/virtio_ring',
+  'kernel/drivers/virtio/virtio',
+  'kernel/drivers/virtio/virtio_pci_modern_dev',
+  'kernel/drivers/virtio/virtio_pci_legacy_dev',
+  'kernel/drivers/virtio/virtio_pci',
+  'kernel/net/core/failover',
+  'kernel/drivers/net/net_failover',
+  'kernel/drivers/net/virtio_net',
+] as const;
 
 export interface GuestImage {
   /** This caller's copy of the raw disk image (inside spec.dir); free to boot or modify. */
@@ -127,6 +159,9 @@ export async function buildGuestImage(spec: GuestImageSpec): Promise<GuestImage>
 
   const keyHash = createHash('sha256');
   keyHash.update(JSON.stringify({ LAYOUT_VERSION, sizeBytes, marker, payload: spec.payload ?? null, workload: spec.workload ?? null, kernelPackage }));
+  // Options added later join the key only when set, so images built without them keep their cache entries.
+  if (spec.shell === true) keyHash.update('\0shell');
+  if (spec.network !== undefined) keyHash.update(`\0network${JSON.stringify({ listenPort: spec.network.listenPort ?? null })}`);
   for (const [path, data] of dataFiles) keyHash.update(`\0${path}\0${sha256Hex(data)}`);
   keyHash.update(await sha256File(BUSYBOX));
   keyHash.update(await sha256File(MBR_BIN));
@@ -143,7 +178,20 @@ export async function buildGuestImage(spec: GuestImageSpec): Promise<GuestImage>
     }
     fromCache = false;
     const kernel = await fetchKernel(kernelPackage);
-    const built = await buildImage({ tools, kernel, sizeBytes, marker, payload, dataFiles, workload: spec.workload, out: cachedImage });
+    const netModules = spec.network === undefined ? undefined : await fetchNetModules(kernelPackage);
+    const built = await buildImage({
+      tools,
+      kernel,
+      sizeBytes,
+      marker,
+      payload,
+      dataFiles,
+      workload: spec.workload,
+      out: cachedImage,
+      shell: spec.shell === true,
+      network: spec.network,
+      netModules,
+    });
     // Meta is written last: an image without meta (crash mid-build) is rebuilt.
     await writeAtomic(cachedMetaPath, JSON.stringify(built, null, 2));
     return built;
@@ -289,7 +337,61 @@ async function fetchKernel(kernelPackage: string): Promise<{ release: string; pa
   }
 }
 
-function initScript(marker: string, hasWorkload: boolean): string {
+/** The virtio-net modules of the kernel, extracted once into the cache; returns their paths in load order. Runs under the build lock. */
+async function fetchNetModules(kernelPackage: string): Promise<string[]> {
+  const release = kernelPackage.replace(/^linux-image-/, '');
+  const dir = join(cacheDir, 'kernel', `net-modules-${release}`);
+  const paths = NET_MODULES.map((m) => join(dir, `${posix.basename(m)}.ko`));
+  if (paths.every((p) => existsSync(p))) return paths;
+  const work = await mkdtemp(join(cacheDir, 'kernel-dl-'));
+  try {
+    try {
+      await run('apt-get', ['download', kernelPackage], { cwd: work });
+    } catch (err) {
+      throw new Error(`apt-get download ${kernelPackage} failed: is Debian's mirror reachable and has apt-get update run?`, { cause: err });
+    }
+    const debs = (await readdir(work)).filter((f) => f.endsWith('.deb'));
+    if (debs.length !== 1 || !debs[0]) throw new Error(`apt-get download ${kernelPackage} left ${debs.length} .deb files`);
+    const extracted = join(work, 'x');
+    await run('dpkg-deb', ['-x', join(work, debs[0]), extracted]);
+    await mkdir(dir, { recursive: true });
+    for (const m of NET_MODULES) {
+      const from = join(extracted, 'lib', 'modules', release, `${m}.ko`);
+      if (!existsSync(from)) throw new Error(`${kernelPackage} has no ${m}.ko; the guest network needs it`);
+      const to = join(dir, `${posix.basename(m)}.ko`);
+      await copyFile(from, `${to}.tmp`);
+      await rename(`${to}.tmp`, to);
+    }
+    return paths;
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+interface InitExtras {
+  shell?: boolean;
+  network?: GuestNetworkSpec;
+}
+
+function networkScript(network: GuestNetworkSpec): string {
+  const modules = NET_MODULES.map((m) => `/lib/modules/net/${posix.basename(m)}.ko`).join(' ');
+  return `for m in ${modules}; do insmod $m; done
+ip link set lo up
+i=0
+while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+if [ -e /sys/class/net/eth0 ]; then
+  ip link set eth0 up
+  ip addr add ${GUEST_NETWORK.address}/${GUEST_NETWORK.prefixLength} dev eth0
+  ip route add default via ${GUEST_NETWORK.gateway}
+  echo "lifeboat-guest: eth0 ${GUEST_NETWORK.address}"
+else
+  echo "lifeboat-guest: no eth0"
+fi
+${network.listenPort === undefined ? '' : `nc -ll -p ${network.listenPort} -e /etc/lifeboat/answer.sh &
+`}`;
+}
+
+function initScript(marker: string, hasWorkload: boolean, extras: InitExtras = {}): string {
   // /dev/console exists on the disk (the kernel opens it before init; this kernel
   // does not automount devtmpfs). devtmpfs is mounted for the workload's sake.
   return `#!/bin/sh
@@ -298,7 +400,7 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 echo "lifeboat-guest: kernel $(uname -r), uptime $(cut -d' ' -f1 /proc/uptime)s, cmdline: $(cat /proc/cmdline)"
-${
+${extras.network === undefined ? '' : networkScript(extras.network)}${
   hasWorkload
     ? `if ! sh -e /etc/lifeboat/workload.sh; then
   echo "lifeboat-guest: workload FAILED"
@@ -308,9 +410,15 @@ fi
     : ''
 }echo "${marker} payload=$(cat /${PAYLOAD_PATH})"
 sync
-mount -o remount,ro / 2>/dev/null
+${
+  extras.shell === true
+    ? `# A shell on the console for as long as the guest runs; a shell that exits is started again.
+while :; do setsid cttyhack sh; done
+`
+    : `mount -o remount,ro / 2>/dev/null
 poweroff -f
-`;
+`
+}`;
 }
 
 const EXTLINUX_CONF = `DEFAULT linux
@@ -330,6 +438,10 @@ interface BuildInput {
   dataFiles: [string, Uint8Array][];
   workload: string | undefined;
   out: string;
+  shell?: boolean;
+  network?: GuestNetworkSpec;
+  /** Paths of the virtio-net modules, in load order (with `network`). */
+  netModules?: string[];
 }
 
 async function buildImage(input: BuildInput): Promise<CachedMeta> {
@@ -413,7 +525,14 @@ async function stageRootfs(root: string, input: BuildInput): Promise<void> {
   await run('mknod', ['-m', '600', join(root, 'dev', 'console'), 'c', '5', '1']);
   await run('mknod', ['-m', '666', join(root, 'dev', 'null'), 'c', '1', '3']);
 
-  await writeFile(join(root, 'sbin', 'init'), initScript(input.marker, input.workload !== undefined), { mode: 0o755 });
+  await writeFile(join(root, 'sbin', 'init'), initScript(input.marker, input.workload !== undefined, { shell: input.shell, network: input.network }), {
+    mode: 0o755,
+  });
+  if (input.network !== undefined) {
+    await mkdir(join(root, 'lib', 'modules', 'net'), { recursive: true });
+    for (const m of input.netModules ?? []) await copyFile(m, join(root, 'lib', 'modules', 'net', posix.basename(m)));
+    await writeFile(join(root, 'etc', 'lifeboat', 'answer.sh'), `#!/bin/sh\necho "${input.marker} payload=$(cat /${PAYLOAD_PATH})"\n`, { mode: 0o755 });
+  }
   if (input.workload !== undefined) await writeFile(join(root, 'etc', 'lifeboat', 'workload.sh'), `${input.workload}\n`);
   await writeFile(join(root, PAYLOAD_PATH), `${input.payload}\n`);
   for (const [path, data] of input.dataFiles) {
