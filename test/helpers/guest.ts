@@ -15,6 +15,13 @@
  * line or the kernel. An optional workload (a shell snippet) runs before the
  * marker; if it fails, the marker is NOT printed and the boot fails.
  *
+ * Long-running guests (the primary machine of the end-to-end proof): `dataDisk`
+ * adds a second disk (GuestImage.dataImagePath: ext4 labelled lifeboat-data,
+ * without a journal so a crash-consistent copy reads back with debugfs, no
+ * replay needed) that init finds by label and mounts at /data before
+ * anything else runs; `service` is a shell snippet started in the background
+ * right after the marker (use with `shell`, which keeps the guest running).
+ *
  * Contracts:
  * - Tests never run apt-get install: a missing tool fails with the Debian
  *   package to install (.ci/run installs them). The kernel .deb is fetched with
@@ -86,6 +93,16 @@ export interface GuestImageSpec {
   shell?: boolean;
   /** Bring up eth0 before the workload (see GuestNetworkSpec); default: no network setup. */
   network?: GuestNetworkSpec;
+  /**
+   * A second disk, built fresh for each call (GuestImage.dataImagePath): raw ext4
+   * without a partition table or a journal, label lifeboat-data, holding
+   * payload.txt (so the marker line and the TCP answer still show the payload)
+   * and `files` (paths relative to its root). Init mounts it read-write at /data
+   * before the network and the workload; no such disk at boot: no marker.
+   */
+  dataDisk?: { sizeBytes: number; files?: Record<string, string | Uint8Array> };
+  /** Shell snippet started in the background (busybox sh, output on the console) right after the marker; it may run forever. */
+  service?: string;
 }
 
 /**
@@ -116,6 +133,8 @@ const NET_MODULES = [
 export interface GuestImage {
   /** This caller's copy of the raw disk image (inside spec.dir); free to boot or modify. */
   imagePath: string;
+  /** The data disk (spec.dataDisk), inside spec.dir. */
+  dataImagePath?: string;
   /** The guest kernel (bzImage), cached; usable with qemu -kernel. */
   kernelPath: string;
   /** e.g. "6.1.0-56-cloud-amd64". */
@@ -162,6 +181,8 @@ export async function buildGuestImage(spec: GuestImageSpec): Promise<GuestImage>
   // Options added later join the key only when set, so images built without them keep their cache entries.
   if (spec.shell === true) keyHash.update('\0shell');
   if (spec.network !== undefined) keyHash.update(`\0network${JSON.stringify({ listenPort: spec.network.listenPort ?? null })}`);
+  if (spec.dataDisk !== undefined) keyHash.update('\0dataDisk');
+  if (spec.service !== undefined) keyHash.update(`\0service\0${spec.service}`);
   for (const [path, data] of dataFiles) keyHash.update(`\0${path}\0${sha256Hex(data)}`);
   keyHash.update(await sha256File(BUSYBOX));
   keyHash.update(await sha256File(MBR_BIN));
@@ -191,6 +212,8 @@ export async function buildGuestImage(spec: GuestImageSpec): Promise<GuestImage>
       shell: spec.shell === true,
       network: spec.network,
       netModules,
+      dataDisk: spec.dataDisk !== undefined,
+      service: spec.service,
     });
     // Meta is written last: an image without meta (crash mid-build) is rebuilt.
     await writeAtomic(cachedMetaPath, JSON.stringify(built, null, 2));
@@ -200,8 +223,15 @@ export async function buildGuestImage(spec: GuestImageSpec): Promise<GuestImage>
   await mkdir(spec.dir, { recursive: true });
   const imagePath = join(spec.dir, `guest-${key.slice(0, 12)}.raw`);
   await copyFile(cachedImage, imagePath, fsConstants.COPYFILE_FICLONE);
+  let dataImagePath: string | undefined;
+  if (spec.dataDisk !== undefined) {
+    dataImagePath = join(spec.dir, `data-${key.slice(0, 12)}.raw`);
+    const files = normalizeDataFiles({ ...(spec.dataDisk.files ?? {}), 'payload.txt': `${payload}\n` });
+    await buildDataDisk(tools.mkfsExt4, dataImagePath, spec.dataDisk.sizeBytes, files);
+  }
   return {
     imagePath,
+    ...(dataImagePath === undefined ? {} : { dataImagePath }),
     kernelPath: kernelCachePath(meta.kernelRelease),
     kernelRelease: meta.kernelRelease,
     marker,
@@ -371,6 +401,43 @@ async function fetchNetModules(kernelPackage: string): Promise<string[]> {
 interface InitExtras {
   shell?: boolean;
   network?: GuestNetworkSpec;
+  dataDisk?: boolean;
+  service?: boolean;
+}
+
+/** The data disk's filesystem label; init finds the disk by it, whatever its device name. */
+export const DATA_DISK_LABEL = 'lifeboat-data';
+
+/** The data disk: raw ext4 without a partition table or a journal, filled by mkfs -d (no mount). */
+async function buildDataDisk(mkfsExt4: string, out: string, sizeBytes: number, files: [string, Uint8Array][]): Promise<void> {
+  if (!Number.isInteger(sizeBytes) || sizeBytes < 8 * 1024 * 1024 || sizeBytes % (1024 * 1024) !== 0) {
+    throw new Error(`guest dataDisk.sizeBytes must be a whole number of MiB and at least 8 MiB: ${sizeBytes}`);
+  }
+  const staging = await mkdtemp(join(dirname(out), 'data-staging-'));
+  try {
+    for (const [path, data] of files) {
+      await mkdir(dirname(join(staging, path)), { recursive: true });
+      await writeFile(join(staging, path), data);
+    }
+    await rm(out, { force: true });
+    await writeFile(out, '');
+    await truncate(out, sizeBytes);
+    await run(mkfsExt4, ['-q', '-F', '-b', '4096', '-O', '^has_journal', '-L', DATA_DISK_LABEL, '-d', staging, out]);
+  } finally {
+    await rm(staging, { recursive: true, force: true });
+  }
+}
+
+function dataDiskScript(): string {
+  return `i=0
+until DATA_DEV="$(findfs LABEL=${DATA_DISK_LABEL} 2>/dev/null)"; do
+  i=$((i + 1))
+  if [ $i -gt 100 ]; then echo "lifeboat-guest: no disk labelled ${DATA_DISK_LABEL}"; sync; poweroff -f; fi
+  sleep 0.1
+done
+if ! mount -t ext4 "$DATA_DEV" /data; then echo "lifeboat-guest: cannot mount $DATA_DEV on /data"; sync; poweroff -f; fi
+echo "lifeboat-guest: $DATA_DEV on /data"
+`;
 }
 
 function networkScript(network: GuestNetworkSpec): string {
@@ -400,7 +467,7 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 echo "lifeboat-guest: kernel $(uname -r), uptime $(cut -d' ' -f1 /proc/uptime)s, cmdline: $(cat /proc/cmdline)"
-${extras.network === undefined ? '' : networkScript(extras.network)}${
+${extras.dataDisk === true ? dataDiskScript() : ''}${extras.network === undefined ? '' : networkScript(extras.network)}${
   hasWorkload
     ? `if ! sh -e /etc/lifeboat/workload.sh; then
   echo "lifeboat-guest: workload FAILED"
@@ -410,7 +477,7 @@ fi
     : ''
 }echo "${marker} payload=$(cat /${PAYLOAD_PATH})"
 sync
-${
+${extras.service === true ? 'sh /etc/lifeboat/service.sh </dev/null >/dev/console 2>&1 &\n' : ''}${
   extras.shell === true
     ? `# A shell on the console for as long as the guest runs; a shell that exits is started again.
 while :; do setsid cttyhack sh; done
@@ -442,6 +509,8 @@ interface BuildInput {
   network?: GuestNetworkSpec;
   /** Paths of the virtio-net modules, in load order (with `network`). */
   netModules?: string[];
+  dataDisk?: boolean;
+  service?: string | undefined;
 }
 
 async function buildImage(input: BuildInput): Promise<CachedMeta> {
@@ -525,7 +594,12 @@ async function stageRootfs(root: string, input: BuildInput): Promise<void> {
   await run('mknod', ['-m', '600', join(root, 'dev', 'console'), 'c', '5', '1']);
   await run('mknod', ['-m', '666', join(root, 'dev', 'null'), 'c', '1', '3']);
 
-  await writeFile(join(root, 'sbin', 'init'), initScript(input.marker, input.workload !== undefined, { shell: input.shell, network: input.network }), {
+  await writeFile(join(root, 'sbin', 'init'), initScript(input.marker, input.workload !== undefined, {
+      shell: input.shell,
+      network: input.network,
+      dataDisk: input.dataDisk,
+      service: input.service !== undefined,
+    }), {
     mode: 0o755,
   });
   if (input.network !== undefined) {
@@ -534,6 +608,7 @@ async function stageRootfs(root: string, input: BuildInput): Promise<void> {
     await writeFile(join(root, 'etc', 'lifeboat', 'answer.sh'), `#!/bin/sh\necho "${input.marker} payload=$(cat /${PAYLOAD_PATH})"\n`, { mode: 0o755 });
   }
   if (input.workload !== undefined) await writeFile(join(root, 'etc', 'lifeboat', 'workload.sh'), `${input.workload}\n`);
+  if (input.service !== undefined) await writeFile(join(root, 'etc', 'lifeboat', 'service.sh'), `${input.service}\n`);
   await writeFile(join(root, PAYLOAD_PATH), `${input.payload}\n`);
   for (const [path, data] of input.dataFiles) {
     await mkdir(dirname(join(root, path)), { recursive: true });
