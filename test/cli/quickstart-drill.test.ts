@@ -1,0 +1,77 @@
+/**
+ * `lifeboat quickstart` end to end, from source: the store walkthrough, then an
+ * all-in-one vault protecting the sample disk with an in-process agent and a drill
+ * (test failover at the newest point, cleaned up). The printed report names a point
+ * the vault's store really holds, with its RPO, the driver and the outcome; `--json`
+ * prints exactly one JSON document; a second run reuses the store.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import type { DrillReport } from '../../src/core/model.js';
+import { makeTempDir, repoRoot } from '../helpers/env.js';
+
+const CLI = join(repoRoot, 'test', 'agent', 'lifeboat-cli.ts');
+const POINT_ID = /^[0-9A-Z]{26}$/;
+
+function quickstart(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'quickstart', ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.once('error', reject);
+    child.once('exit', (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
+describe('lifeboat quickstart: the drill', () => {
+  const tmp = makeTempDir('quickstart');
+  after(() => tmp.cleanup());
+  const dir = join(tmp.path, 'qs');
+
+  it('protects the sample disk, runs a test failover, prints its report and cleans it up', async () => {
+    const startedMs = Date.now();
+    const r = await quickstart(['--dir', dir]);
+    assert.equal(r.status, 0, `quickstart exited ${r.status}\n${r.stdout}\n${r.stderr}`);
+    assert.match(r.stdout, /^verify {2}ok/m, r.stdout);
+    assert.match(r.stdout, /^agent {3}sample machine protected/m, r.stdout);
+    const drill = /^drill {3}test failover of the sample machine: (\w+)/m.exec(r.stdout);
+    assert.equal(drill?.[1], 'passed', r.stdout);
+    const point = /^ {8}point ([0-9A-Z]{26}) \((\S+), captured (\S+)\)/m.exec(r.stdout);
+    assert.ok(point, `no point in the report:\n${r.stdout}`);
+    assert.ok(Date.parse(point[3] as string) >= startedMs - 1000, `the drill's point was captured during this run: ${point[3]}`);
+    assert.match(r.stdout, /^ {8}RPO \d+ s, (RTO \d+ s|no boot \(the driver exports files\)), driver (qemu|export)/m, r.stdout);
+    assert.match(r.stdout, /^cleanup test machine removed; report \S+ kept/m, r.stdout);
+  });
+
+  it('--json prints one document whose drill report names a point in the vault store', async () => {
+    const r = await quickstart(['--dir', dir, '--json']);
+    assert.equal(r.status, 0, `quickstart --json exited ${r.status}\n${r.stdout}\n${r.stderr}`);
+    const doc = JSON.parse(r.stdout) as { store: { created: boolean }; drill: { itemId: string; computeDriver: string; report: DrillReport; machineFiles: string[] } };
+    assert.equal(doc.store.created, false, 'the second run reuses the store');
+    const report = doc.drill.report;
+    assert.equal(report.outcome, 'passed', JSON.stringify(report));
+    assert.equal(report.operation, 'test-failover');
+    assert.equal(report.driver, doc.drill.computeDriver);
+    assert.equal(report.network, 'isolated');
+    assert.ok(report.cleanupJobId, 'the cleanup is recorded on the report');
+    assert.equal(report.notes, 'quickstart drill');
+    assert.ok(report.rpoSeconds !== null && report.rpoSeconds >= 0, `RPO ${report.rpoSeconds}`);
+    const disks = report.point?.disks ?? [];
+    assert.equal(disks.length, 1, JSON.stringify(report.point));
+    const chosen = disks[0] as { disk: string; pointId: string };
+    assert.match(chosen.pointId, POINT_ID);
+    // The point is one the vault's store holds (as `<itemId>.sda`).
+    const pointsDir = join(dir, 'drill', 'store', 'points');
+    const held = readdirSync(pointsDir).flatMap((d) => readdirSync(join(pointsDir, d)).map((f) => `${d}/${f}`));
+    assert.ok(held.some((k) => k.startsWith(`${doc.drill.itemId}.`) && k.endsWith(`/${chosen.pointId}.manifest`)), `${chosen.pointId} not in the store: ${held.join(', ')}`);
+    // Nothing of the test machine is left.
+    const machines = join(dir, 'drill', 'vault', 'compute');
+    const left = existsSync(machines) ? readdirSync(machines, { recursive: true }).filter((f) => String(f).includes(report.machineId ?? '\0')) : [];
+    assert.deepEqual(left, [], 'the cleanup removed the test machine');
+  });
+});
