@@ -40,7 +40,7 @@ import { createComputeDriver } from '../compute/index.js';
 import { recoveryModule } from './recovery/index.js';
 import { plansModule } from './plans/index.js';
 import { reverseModule } from './reverse/index.js';
-import type { RecoveryDeps } from './recovery/module.js';
+import type { RecoveryDeps, RecoveryOperations } from './recovery/module.js';
 
 /** How often buffered heartbeats are written (RegistrationService.flushHeartbeats). */
 const HEARTBEAT_FLUSH_MS = 1000;
@@ -78,6 +78,8 @@ export interface VaultServerOptions {
   readonly logger?: VaultLogger;
   /** Boots (or exports) recovered machines; default createComputeDriver('auto') with its state in `<dataDir>/compute`. */
   readonly compute?: ComputeDriver;
+  /** Recovery plans: how often due drills are looked for (default 30 s); `operations` replaces src/vault/recovery's item operations (tests). */
+  readonly plans?: { readonly drillIntervalMs?: number; readonly operations?: (deps: RecoveryDeps) => RecoveryOperations };
 }
 
 export interface VaultServer {
@@ -144,7 +146,10 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
     const compute = options.compute ?? (await createComputeDriver('auto', { stateDir: join(options.dataDir, 'compute') }));
     const recoveryDeps: RecoveryDeps = { repos, stores, replica, agents, compute, now, logger, dataDir: options.dataDir };
     const recovery = recoveryModule(recoveryDeps);
-    const plans = plansModule({ ...recoveryDeps, operations: recovery.operations });
+    const plans = plansModule(
+      { ...recoveryDeps, operations: options.plans?.operations?.(recoveryDeps) ?? recovery.operations },
+      options.plans?.drillIntervalMs === undefined ? {} : { drillIntervalMs: options.plans.drillIntervalMs },
+    );
     const reverse = reverseModule(recoveryDeps);
     const modules = [recovery, plans, reverse];
     // Routes authenticated by a credential in the body (registration, enrollment) record their own audit entries.

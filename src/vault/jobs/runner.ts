@@ -154,6 +154,8 @@ export class JobRunner {
   private readonly abort = new AbortController();
   private timer: NodeJS.Timeout | undefined;
   private current: Promise<void> = Promise.resolve();
+  /** Jobs running beside the queue (JOB_KINDS[kind].waitsForJobs). */
+  private readonly beside = new Set<Promise<void>>();
   private stopped = false;
 
   constructor(private readonly options: JobRunnerOptions) {
@@ -184,7 +186,8 @@ export class JobRunner {
     this.abort.abort();
     // A handler that ignores the signal must not hold the vault open: after a grace
     // period the job stays 'running' in the database and the next start resolves it.
-    await Promise.race([this.current.catch(() => undefined), new Promise((r) => setTimeout(r, 2000).unref())]);
+    const all = Promise.all([this.current, ...this.beside].map((p) => p.catch(() => undefined)));
+    await Promise.race([all, new Promise((r) => setTimeout(r, 2000).unref())]);
   }
 
   private schedule(): void {
@@ -199,18 +202,34 @@ export class JobRunner {
     try {
       for (const id of resume) {
         if (this.stopped) return;
-        await this.run(await this.options.repos.jobs.get(id));
+        await this.launch(await this.options.repos.jobs.get(id));
       }
       while (!this.stopped) {
         const [queued] = await this.options.repos.jobs.list({ state: 'queued', limit: 1 });
         if (!queued) return;
         const started = startJob(queued, this.options.now());
         if (!(await persistJob(this.options.repos, queued, started))) continue; // cancelled or claimed meanwhile
-        await this.run(started);
+        await this.launch(started);
       }
     } catch (err) {
       if (!this.stopped) this.options.onError?.(err);
     }
+  }
+
+  /**
+   * Runs a job in the queue, or beside it when its kind waits for other jobs: in the
+   * queue it would wait for jobs queued behind itself (and hold every other job while
+   * a recovery plan waits for an operator).
+   */
+  private launch(job: Job): Promise<void> {
+    if (!JOB_KINDS[job.kind].waitsForJobs) return this.run(job);
+    const running: Promise<void> = this.run(job)
+      .catch((err: unknown) => {
+        if (!this.stopped) this.options.onError?.(err);
+      })
+      .finally(() => this.beside.delete(running));
+    this.beside.add(running);
+    return Promise.resolve();
   }
 
   /** Runs a running job's steps until it ends, is cancelled, or the runner stops. */
