@@ -1,4 +1,5 @@
 import type { ChangeTracker, Cut } from '../changetracking/tracker.js';
+import type { AgentMode } from '../core/model.js';
 import { asLifeboatError, LifeboatError, isLifeboatError } from '../core/errors.js';
 import type { Welcome } from '../protocol/messages.js';
 import { systemClock, type Clock } from './clock.js';
@@ -53,7 +54,8 @@ export type AgentEvent =
   | { readonly event: 'freeze-failed'; readonly disk: string; readonly message: string }
   | { readonly event: 'disk-error'; readonly disk: string; readonly code: string; readonly message: string }
   | { readonly event: 'heartbeat-failed'; readonly code: string; readonly message: string }
-  | { readonly event: 'config'; readonly paused: boolean; readonly throttleBytesPerSec: number; readonly generation: number }
+  | { readonly event: 'config'; readonly paused: boolean; readonly throttleBytesPerSec: number; readonly generation: number; readonly mode: AgentMode }
+  | { readonly event: 'mode'; readonly mode: AgentMode }
   | { readonly event: 'stopped' };
 
 export interface AgentOptions {
@@ -158,6 +160,11 @@ class Slots {
 
 export const HEARTBEAT_INTERVAL_MS = 5000;
 
+/** The mode a configuration asks for (absent: replicate, as from a vault that predates modes). */
+export function modeOf(config: AgentConfig): AgentMode {
+  return config.mode ?? 'replicate';
+}
+
 export class Agent {
   private readonly clock: Clock;
   private readonly state: StateDir;
@@ -176,6 +183,8 @@ export class Agent {
   private stopSignal: AbortSignal | undefined;
   /** The app-consistent round under way, shared by the disks' loops. */
   private round: Promise<void> | undefined;
+  /** The mode obeyed now: follows the vault's (config.mode) once the session has ended and the trackers are where the mode needs them. */
+  private mode: AgentMode = 'replicate';
 
   constructor(private readonly options: AgentOptions) {
     this.clock = options.clock ?? systemClock;
@@ -232,7 +241,8 @@ export class Agent {
     const now = this.clock.now();
     const disks = this.disks.map((d): DiskReport => {
       let state: DiskReportState;
-      if (d.fenced || (this.started && !d.tracker)) state = 'error';
+      if (this.mode !== 'replicate') state = 'paused';
+      else if (d.fenced || (this.started && !d.tracker)) state = 'error';
       else if (this.config.paused) state = 'paused';
       else if (d.fullPending) state = d.state.lastCommitted === null ? 'initial' : 'resync';
       else state = 'continuous';
@@ -250,7 +260,7 @@ export class Agent {
         lastError: d.lastError === null ? null : d.lastError.slice(0, 4000),
       };
     });
-    return { disks, version: this.options.version ?? '0.0.0' };
+    return { disks, version: this.options.version ?? '0.0.0', mode: this.mode };
   }
 
   /** Sends one heartbeat and obeys the answer; on failure the last config stays in force. */
@@ -272,12 +282,16 @@ export class Agent {
     this.config = config;
     if (JSON.stringify(before) !== JSON.stringify(config)) {
       this.state.saveConfig(config);
-      this.emit({ event: 'config', paused: config.paused, throttleBytesPerSec: config.throttleBytesPerSec, generation: config.generation });
+      this.emit({ event: 'config', paused: config.paused, throttleBytesPerSec: config.throttleBytesPerSec, generation: config.generation, mode: modeOf(config) });
     }
     this.bucket.setRate(this.effectiveRate());
-    let reset = JSON.stringify(before.processServer) !== JSON.stringify(config.processServer) || JSON.stringify(before.disks) !== JSON.stringify(config.disks);
+    let reset =
+      JSON.stringify(before.processServer) !== JSON.stringify(config.processServer) ||
+      JSON.stringify(before.disks) !== JSON.stringify(config.disks) ||
+      modeOf(before) !== modeOf(config);
     for (const d of this.disks) {
-      if (config.generation > d.state.generation) {
+      // Fenced or reverse: a new generation is the vault's, not this source's; it is taken when the vault says replicate again.
+      if (modeOf(config) === 'replicate' && config.generation > d.state.generation) {
         // A new generation (re-protection after failback): numbering starts again at 1 and the disk leaves the fence.
         d.state = { ...d.state, generation: config.generation, nextSequence: 1, inFlight: null };
         d.acked = 0;
@@ -307,7 +321,9 @@ export class Agent {
     if (this.started) throw new LifeboatError('INTERNAL', 'Agent.run() was called twice');
     this.started = true;
     this.stopSignal = signal;
-    for (const d of this.disks) await this.openTracker(d);
+    // In reverse mode the disks are written by the vault's blocks: no tracker is opened until replication resumes.
+    this.mode = modeOf(this.config) === 'reverse' ? 'reverse' : 'replicate';
+    if (this.mode === 'replicate') for (const d of this.disks) await this.openTracker(d);
     this.emit({ event: 'started', disks: this.disks.map((d) => d.spec.name) });
     const heartbeats = this.heartbeatLoop(signal);
     try {
@@ -370,6 +386,13 @@ export class Agent {
   private async replicationLoop(signal: AbortSignal): Promise<void> {
     let attempt = 0;
     while (!signal.aborted) {
+      const wanted = modeOf(this.config);
+      if (wanted !== this.mode) await this.enterMode(wanted);
+      if (this.mode !== 'replicate') {
+        // Fenced (the item failed over) or reverse: nothing is shipped and no session is open.
+        await this.clock.sleep(1000, AbortSignal.any([signal, this.wake.signal]));
+        continue;
+      }
       const active = this.disks.filter((d) => !d.fenced && d.tracker);
       if (active.length === 0) {
         await this.clock.sleep(1000, AbortSignal.any([signal, this.wake.signal]));
@@ -418,6 +441,40 @@ export class Agent {
         await transport?.close().catch(() => undefined);
       }
     }
+  }
+
+  /**
+   * Leaves the current mode for `mode`, between sessions: replicate → fenced keeps the
+   * trackers (they keep tracking; nothing is cut); → reverse closes them (the disks are
+   * written from the vault's blocks); → replicate reopens them.
+   */
+  private async enterMode(mode: AgentMode): Promise<void> {
+    if (mode === 'reverse') {
+      for (const d of this.disks) {
+        if (d.taken) await d.taken.cut.abort().catch(() => undefined);
+        d.taken = undefined;
+        if (d.open) await d.open.cut.abort().catch(() => undefined);
+        d.open = undefined;
+        await d.tracker?.close().catch(() => undefined);
+        d.tracker = undefined;
+      }
+    }
+    if (mode === 'replicate') {
+      for (const d of this.disks) {
+        if (d.tracker) continue;
+        try {
+          await this.openTracker(d);
+        } catch (err) {
+          const e = asLifeboatError(err, 'TRACKER_FAILED');
+          d.lastError = `${e.code}: ${e.message}`;
+          this.emit({ event: 'disk-error', disk: d.spec.name, code: e.code, message: e.message });
+        }
+      }
+    }
+    this.mode = mode;
+    this.emit({ event: 'mode', mode });
+    // Tell the vault at once (it waits for the agent to be in reverse mode before it queues blocks).
+    void this.heartbeat();
   }
 
   private welcomeAcked(transport: Transport, d: DiskRuntime): number {

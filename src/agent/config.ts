@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { TrackerKind } from '../changetracking/tracker.js';
 import { LifeboatError } from '../core/errors.js';
-import type { AgentConfig, ProcessServerEndpoint } from '../core/model.js';
+import type { AgentConfig, AgentMode, AgentReverseRequest, ProcessServerEndpoint } from '../core/model.js';
 
 /**
  * agent.json: what this machine protects and how (written by hand or by the
@@ -46,6 +46,7 @@ export type ProcessServerAddress = ProcessServerEndpoint;
 export const DEFAULT_FREEZE_TIMEOUT_MS = 10_000;
 const DISK_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 const KINDS: readonly TrackerKind[] = ['scan', 'journal', 'qemu'];
+const MODES: readonly AgentMode[] = ['replicate', 'fenced', 'reverse'];
 
 function invalid(path: string, message: string): never {
   throw new LifeboatError('CONFIG_INVALID', `${path}: ${message}`, { details: { file: path } });
@@ -138,7 +139,27 @@ export function parseAgentConfig(raw: unknown): AgentConfig {
   });
   const crash = num('crashConsistentFrequencySeconds');
   if (crash < 1) bad('crashConsistentFrequencySeconds must be ≥ 1');
+  if (r.mode !== undefined && !MODES.includes(r.mode as AgentMode)) bad(`mode must be one of ${MODES.join(', ')}`);
+  const request = (k: string): { id: string } | null => {
+    const v = r[k];
+    if (v === undefined || v === null) return null;
+    if (!isObject(v) || typeof v.id !== 'string' || v.id === '') bad(`${k} must be { id } or null`);
+    return Object.freeze({ id: (v as { id: string }).id });
+  };
+  let reverse: AgentReverseRequest | null = null;
+  if (r.reverse !== undefined && r.reverse !== null) {
+    const v = r.reverse;
+    if (!isObject(v) || typeof v.session !== 'string' || (v.digestsWanted !== null && v.digestsWanted !== undefined && typeof v.digestsWanted !== 'string'))
+      bad('reverse must be { session, digestsWanted } or null');
+    const rv = v as { session: string; digestsWanted?: string | null };
+    reverse = Object.freeze({ session: rv.session, digestsWanted: rv.digestsWanted ?? null });
+  }
   return Object.freeze({
+    // Absent fields stay absent (an older vault's answer reads as it was written).
+    ...(r.mode === undefined ? {} : { mode: r.mode as AgentMode }),
+    ...(r.shutdownRequest === undefined ? {} : { shutdownRequest: request('shutdownRequest') }),
+    ...(r.startRequest === undefined ? {} : { startRequest: request('startRequest') }),
+    ...(r.reverse === undefined ? {} : { reverse }),
     generation: num('generation'),
     paused: r.paused as boolean,
     throttleBytesPerSec: num('throttleBytesPerSec'),

@@ -1,5 +1,6 @@
 import { LifeboatError } from '../core/errors.js';
 import { vaultBaseUrl, vaultJson } from '../protocol/vault-api.js';
+import type { AgentCommandResult, AgentMode } from '../core/model.js';
 import { parseAgentConfig, type AgentConfig, type ProcessServerAddress } from './config.js';
 
 /** The agent's side of the two agent routes of the vault (docs/replication.md, "Identity, enrollment"). */
@@ -36,6 +37,11 @@ export interface DiskReport {
 export interface HeartbeatReport {
   readonly disks: readonly DiskReport[];
   readonly version: string;
+  /** The mode the agent obeys now (it follows the vault's at its own pace: a session ends first). */
+  readonly mode?: AgentMode;
+  /** The outcome of the last shutdown / start request it ran (docs/recovery.md). */
+  readonly shutdown?: AgentCommandResult | null;
+  readonly start?: AgentCommandResult | null;
 }
 
 /**

@@ -187,6 +187,24 @@ export interface AgentConfig {
   readonly shutdownRequest?: { readonly id: string } | null;
   /** Asks the agent to run its start command once (failback: "Start the primary machine"). */
   readonly startRequest?: { readonly id: string } | null;
+  /**
+   * In `reverse` mode: the reverse session the vault runs (a new id each reprotect), and
+   * whether it wants the agent's digests (posted once per session and request).
+   */
+  readonly reverse?: AgentReverseRequest | null;
+}
+
+export interface AgentReverseRequest {
+  readonly session: string;
+  /** Post the digests of every disk (SHA-256 per 64 KiB block) under this id; a new id asks again. */
+  readonly digestsWanted: string | null;
+}
+
+/** What the agent did with a shutdown or start request (heartbeat). */
+export interface AgentCommandResult {
+  readonly id: string;
+  readonly ok: boolean;
+  readonly error: string | null;
 }
 
 export type AgentMode = 'replicate' | 'fenced' | 'reverse';

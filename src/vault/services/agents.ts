@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { LifeboatError, isLifeboatError } from '../../core/errors.js';
 import { setInitialReplicationProgress } from '../../core/item-state.js';
-import type { Agent, AgentConfig, AgentDiskStatus, ItemState, ProcessServerEndpoint, ReplicatedItem, ReplicationControl } from '../../core/model.js';
+import type { Agent, AgentCommandResult, AgentConfig, AgentDiskStatus, AgentMode, AgentReverseRequest, ItemState, ProcessServerEndpoint, ReplicatedItem, ReplicationControl } from '../../core/model.js';
 import { constantTimeEqualHex } from '../../format/crypto.js';
 import type { Repositories } from '../db/repositories/index.js';
 import { normalizeSerial, type VaultCa } from '../pki/ca.js';
@@ -28,6 +28,21 @@ export const ENROLLMENT_TOKEN_TTL_MS = 24 * 3600 * 1000;
 const DISK_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 /** States in which a machine may (re-)enroll its agent. */
 const ENROLLABLE: readonly ItemState[] = ['enabling', 'initial-replication', 'protected', 'test-failover', 'test-failover-cleanup', 'reprotected'];
+/**
+ * States in which the source machine replicates forward (docs/recovery.md, "Fencing");
+ * 'enabling' too: the agent enrolls during the install step and may connect before the
+ * job's last step runs.
+ */
+export const REPLICATING: readonly ItemState[] = ['enabling', 'initial-replication', 'protected', 'test-failover', 'test-failover-cleanup'];
+/** States in which the source machine is the target of reverse replication (until failback's last step). */
+const REVERSE: readonly ItemState[] = ['reprotecting', 'reprotected', 'failing-back'];
+
+/** What the item's agent does in each state: replicate forward, stop (fenced), or take reverse replication. */
+export function agentModeOf(state: ItemState): AgentMode {
+  if (REPLICATING.includes(state)) return 'replicate';
+  if (REVERSE.includes(state)) return 'reverse';
+  return 'fenced';
+}
 
 export interface EnrollDisk {
   readonly name: string;
@@ -61,6 +76,26 @@ export interface AgentHeartbeat {
   readonly disks: readonly HeartbeatDisk[];
   readonly version: string;
   readonly spoolBytes?: number;
+  /** The mode the agent obeys now (absent from older agents: replicate). */
+  readonly mode?: AgentMode;
+  /** The outcome of the last shutdown / start request it ran. */
+  readonly shutdown?: AgentCommandResult | null;
+  readonly start?: AgentCommandResult | null;
+}
+
+/** What the vault asks of an item's agent besides replication (kept in settings `agent-requests:<itemId>`). */
+export interface AgentRequests {
+  readonly shutdownRequest?: { readonly id: string } | null;
+  readonly startRequest?: { readonly id: string } | null;
+  readonly reverse?: AgentReverseRequest | null;
+}
+
+/** The last heartbeat's mode and command outcomes, per item (kept in memory: an agent heartbeats every 5 s). */
+export interface AgentReport {
+  readonly atMs: number;
+  readonly mode: AgentMode;
+  readonly shutdown: AgentCommandResult | null;
+  readonly start: AgentCommandResult | null;
 }
 
 /** The store disk of an item's disk. */
@@ -69,6 +104,9 @@ export function storeDiskName(itemId: string, diskName: string): string {
 }
 
 export class AgentService {
+  private readonly reports = new Map<string, AgentReport>();
+  private readonly reportWaiters = new Set<() => void>();
+
   constructor(
     private readonly repos: Repositories,
     private readonly ca: () => Promise<VaultCa>,
@@ -161,6 +199,9 @@ export class AgentService {
     const item = await this.repos.items.get(agent.itemId);
     const disks: AgentDiskStatus[] = input.disks.map((d) => ({ ...d, lastError: d.lastError === null ? null : d.lastError.slice(0, 1000) }));
     await this.repos.agents.heartbeat(agent.id, { version: input.version, lastHeartbeatAt: this.now().toISOString(), disks });
+    this.reports.set(item.id, { atMs: this.now().getTime(), mode: input.mode ?? 'replicate', shutdown: input.shutdown ?? null, start: input.start ?? null });
+    await this.settleRequests(item.id, input);
+    for (const wake of [...this.reportWaiters]) wake();
     const known = new Set(item.disks.map((d) => d.name));
     const mine = disks.filter((d) => known.has(d.name));
     if (item.state === 'initial-replication' && mine.length === item.disks.length && mine.length > 0) {
@@ -181,6 +222,7 @@ export class AgentService {
     const policy = await this.repos.policies.get(item.policyId);
     const control = await this.repos.replicationControls.get(item.id);
     return {
+      mode: agentModeOf(item.state),
       generation: item.generation,
       paused: control.paused,
       throttleBytesPerSec: control.throttleBytesPerSec,
@@ -188,7 +230,78 @@ export class AgentService {
       appConsistentFrequencyMinutes: policy.appConsistentFrequencyMinutes,
       disks: item.disks.map((d) => ({ name: d.name, storeDisk: storeDiskName(item.id, d.name) })),
       processServer: (item.processServerId === null ? undefined : await this.standaloneEndpoint(item.processServerId)) ?? this.processServer(),
+      ...(await this.requests(item.id)),
     };
+  }
+
+  /** The item's agent's last report since `sinceMs` (undefined when it has not heartbeaten since). */
+  report(itemId: string, sinceMs = 0): AgentReport | undefined {
+    const r = this.reports.get(itemId);
+    return r && r.atMs >= sinceMs ? r : undefined;
+  }
+
+  /**
+   * Resolves with the first report (from the next heartbeat on) that `accept` takes;
+   * undefined after `timeoutMs`; rejects when `signal` aborts.
+   */
+  async waitForReport<T>(itemId: string, accept: (r: AgentReport) => T | undefined, options: { timeoutMs: number; signal?: AbortSignal; sinceMs?: number }): Promise<T | undefined> {
+    const deadline = Date.now() + options.timeoutMs;
+    for (;;) {
+      options.signal?.throwIfAborted();
+      const r = this.report(itemId, options.sinceMs ?? 0);
+      const v = r && accept(r);
+      if (v !== undefined) return v;
+      const left = deadline - Date.now();
+      if (left <= 0) return undefined;
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          clearTimeout(timer);
+          this.reportWaiters.delete(done);
+          options.signal?.removeEventListener('abort', done);
+          resolve();
+        };
+        const timer = setTimeout(done, Math.min(left, 1000));
+        this.reportWaiters.add(done);
+        options.signal?.addEventListener('abort', done, { once: true });
+      });
+    }
+  }
+
+  /** What the vault asks of the item's agent now (shutdown, start, reverse session). */
+  async requests(itemId: string): Promise<AgentRequests> {
+    return (await this.repos.settings.get<AgentRequests>(requestsKey(itemId))) ?? {};
+  }
+
+  /** Changes what the vault asks of the item's agent; the agent learns it at its next heartbeat. */
+  async setRequests(itemId: string, patch: AgentRequests): Promise<AgentRequests> {
+    const next = { ...(await this.requests(itemId)), ...patch };
+    await this.repos.settings.set(requestsKey(itemId), next);
+    return next;
+  }
+
+  /** Asks the item's agent to run its shutdown command once; returns the request's id (echoed in the agent's heartbeat). */
+  async requestShutdown(itemId: string): Promise<string> {
+    await this.repos.items.get(itemId);
+    const id = `shutdown-${randomBytes(8).toString('hex')}`;
+    await this.setRequests(itemId, { shutdownRequest: { id } });
+    return id;
+  }
+
+  /** Asks the item's agent to run its start command once; returns the request's id. */
+  async requestStart(itemId: string): Promise<string> {
+    await this.repos.items.get(itemId);
+    const id = `start-${randomBytes(8).toString('hex')}`;
+    await this.setRequests(itemId, { startRequest: { id } });
+    return id;
+  }
+
+  /** A request the agent reported done is withdrawn, so a restarted agent is never asked twice. */
+  private async settleRequests(itemId: string, input: AgentHeartbeat): Promise<void> {
+    const current = await this.requests(itemId);
+    const patch: { shutdownRequest?: null; startRequest?: null } = {};
+    if (current.shutdownRequest && input.shutdown?.id === current.shutdownRequest.id) patch.shutdownRequest = null;
+    if (current.startRequest && input.start?.id === current.startRequest.id) patch.startRequest = null;
+    if (Object.keys(patch).length > 0) await this.setRequests(itemId, patch);
   }
 
   /** The item's current agent (NOT_FOUND when it never enrolled). */
@@ -212,7 +325,8 @@ export class AgentService {
   /**
    * The process server's question: is this certificate the current one of an enrolled
    * machine? AGENT_UNAUTHORIZED otherwise (unknown machine, replaced certificate, item
-   * no longer replicating forward).
+   * gone); GENERATION_FENCED for an item that does not replicate forward in its state
+   * (failed over, reverse replication, disabled): the source is not the writer then.
    */
   async authorize(input: { machineId: string; certificateSerial: string }): Promise<{
     machineId: string;
@@ -235,10 +349,9 @@ export class AgentService {
       if (isLifeboatError(err, 'NOT_FOUND')) throw new LifeboatError('AGENT_UNAUTHORIZED', `machine ${agent.machineId} is no longer protected`);
       throw err;
     }
-    // 'enabling' too: the agent enrolls during the install step and may connect before the job's last step runs.
-    if (!ENROLLABLE.includes(item.state)) {
-      throw new LifeboatError('AGENT_UNAUTHORIZED', `item ${item.id} does not replicate in state '${item.state}'`, {
-        details: { machineId: agent.machineId, state: item.state },
+    if (!REPLICATING.includes(item.state)) {
+      throw new LifeboatError('GENERATION_FENCED', `item ${item.id} does not replicate from its source in state '${item.state}' (generation ${item.generation})`, {
+        details: { machineId: agent.machineId, state: item.state, current: item.generation },
       });
     }
     return {
@@ -249,6 +362,10 @@ export class AgentService {
       disks: item.disks.map((d) => storeDiskName(item.id, d.name)),
     };
   }
+}
+
+function requestsKey(itemId: string): string {
+  return `agent-requests:${itemId}`;
 }
 
 function enrollmentInvalid(): LifeboatError {

@@ -113,6 +113,7 @@ describe('agent enrollment', () => {
     const first = await beat(40);
     assert.equal(first.status, 200, first.text);
     assert.deepEqual(first.json, {
+      mode: 'replicate',
       generation: 1,
       paused: false,
       throttleBytesPerSec: 0,

@@ -18,15 +18,25 @@ export interface AgentRoutesService {
 }
 
 const endpointSchema = object({ host: { type: 'string' }, port: { type: 'integer' }, serverName: { type: 'string' } });
-export const agentConfigSchema = object({
-  generation: { type: 'integer' },
-  paused: { type: 'boolean' },
-  throttleBytesPerSec: { type: 'integer' },
-  crashConsistentFrequencySeconds: { type: 'integer' },
-  appConsistentFrequencyMinutes: { type: 'integer' },
-  disks: { type: 'array', items: object({ name: { type: 'string' }, storeDisk: { type: 'string' } }) },
-  processServer: endpointSchema,
-});
+const requestSchema = { ...object({ id: { type: 'string' } }), nullable: true };
+const modeSchema = { type: 'string', enum: ['replicate', 'fenced', 'reverse'] };
+export const agentConfigSchema = object(
+  {
+    generation: { type: 'integer' },
+    paused: { type: 'boolean' },
+    throttleBytesPerSec: { type: 'integer' },
+    crashConsistentFrequencySeconds: { type: 'integer' },
+    appConsistentFrequencyMinutes: { type: 'integer' },
+    disks: { type: 'array', items: object({ name: { type: 'string' }, storeDisk: { type: 'string' } }) },
+    processServer: endpointSchema,
+    mode: modeSchema,
+    shutdownRequest: requestSchema,
+    startRequest: requestSchema,
+    reverse: { ...object({ session: { type: 'string' }, digestsWanted: { type: 'string', nullable: true } }), nullable: true },
+  },
+  ['generation', 'paused', 'throttleBytesPerSec', 'crashConsistentFrequencySeconds', 'appConsistentFrequencyMinutes', 'disks', 'processServer'],
+);
+const commandResultSchema = { ...object({ id: { type: 'string', minLength: 1, maxLength: 64 }, ok: { type: 'boolean' }, error: { type: 'string', maxLength: 65536, nullable: true } }), nullable: true };
 const agentSchema = object({
   id: idString,
   itemId: idString,
@@ -176,6 +186,9 @@ export function agentsRoutes(agents: AgentRoutesService, audit: (entry: AuditRec
               },
               version,
               spoolBytes: bytes,
+              mode: modeSchema,
+              shutdown: commandResultSchema,
+              start: commandResultSchema,
             },
             ['disks', 'version'],
           ),
