@@ -57,6 +57,7 @@ export const JOB_KINDS: Readonly<Record<JobKind, JobKindSpec>> = {
       s('Process data up to the recovery point'),
       s('Create the test virtual machine'),
       s('Start the test virtual machine'),
+      s('Check the test virtual machine'),
     ],
     // A drill is cheap to repeat; what it created half-way is removed by "Cleanup test failover".
     resumable: false,

@@ -141,10 +141,14 @@ export class ReplicaProcessor {
     }
   }
 
-  /** Processes one item now (waiting for a run already in progress, then running again). */
-  processNow(itemId: string): Promise<ItemOutcome> {
+  /**
+   * Processes one item now (waiting for a run already in progress, then running again).
+   * `duringFailover`: also an item failing over, once its source is fenced (the failover's
+   * "Process data up to the recovery point": what arrived before the fence becomes points).
+   */
+  processNow(itemId: string, options: { duringFailover?: boolean } = {}): Promise<ItemOutcome> {
     const previous = this.running.get(itemId) ?? Promise.resolve(undefined);
-    const next = previous.catch(() => undefined).then(() => this.process(itemId));
+    const next = previous.catch(() => undefined).then(() => this.process(itemId, options.duringFailover === true));
     this.running.set(itemId, next);
     void next.finally(() => {
       if (this.running.get(itemId) === next) this.running.delete(itemId);
@@ -165,20 +169,21 @@ export class ReplicaProcessor {
     await this.options.repos.items.update(item.id, { rpoSeconds });
   }
 
-  private async process(itemId: string): Promise<ItemOutcome> {
+  private async process(itemId: string, duringFailover = false): Promise<ItemOutcome> {
     const { repos, now, stores } = this.options;
     this.lastRunMs.set(itemId, now().getTime());
     const item = await repos.items.get(itemId);
-    if (!REPLICATING_STATES.includes(item.state)) {
+    if (!REPLICATING_STATES.includes(item.state) && !(duringFailover && item.state === 'failing-over')) {
       throw new LifeboatError('ILLEGAL_TRANSITION', `item ${item.id} does not replicate in state '${item.state}'`, { details: { state: item.state } });
     }
     if (item.disks.length === 0) return { itemId, rpoSeconds: null, disks: [], protectedNow: false };
     const policy = await repos.policies.get(item.policyId);
     const repo = await stores.openVaultStore(item.vaultId);
+    const inUse = await pointsInUse(repos, item.id);
     const disks: DiskOutcome[] = [];
     let gap: string | undefined;
     for (const d of item.disks) {
-      const outcome = await this.processDisk(repo, storeDiskName(item.id, d.name), policy.retentionHours);
+      const outcome = await this.processDisk(repo, storeDiskName(item.id, d.name), policy.retentionHours, inUse);
       if (outcome.gap) gap ??= outcome.gap;
       disks.push(outcome.result);
     }
@@ -198,7 +203,7 @@ export class ReplicaProcessor {
     return { itemId, rpoSeconds, disks, protectedNow };
   }
 
-  private async processDisk(repo: Repository, disk: string, retentionHours: number): Promise<{ result: DiskOutcome; gap?: string }> {
+  private async processDisk(repo: Repository, disk: string, retentionHours: number, inUse: ReadonlySet<string>): Promise<{ result: DiskOutcome; gap?: string }> {
     let made = 0;
     let error: string | null = null;
     let gap: string | undefined;
@@ -224,7 +229,7 @@ export class ReplicaProcessor {
         this.options.logger?.warn({ disk, code: e.code, details: e.details }, 'journal gap: processing of the disk stops at the gap');
       } else this.options.logger?.error({ disk, err }, 'journal processing failed');
     }
-    const pruned = await this.retain(repo, disk, retentionHours);
+    const pruned = await this.retain(repo, disk, retentionHours, inUse);
     return { result: { disk, pointsMade: made, pointsPruned: pruned, newest: await repo.latestPoint(disk), error }, ...(gap ? { gap } : {}) };
   }
 
@@ -232,9 +237,10 @@ export class ReplicaProcessor {
    * Thins the disk's points (src/core/retention.ts: all of the last minutes, one a
    * minute for an hour, one per five minutes up to the retention, every app-consistent
    * one; never the newest nor the newest app-consistent). Reading every manifest costs
-   * one object per point, so it runs at most every RETAIN_INTERVAL_MS per disk.
+   * one object per point, so it runs at most every RETAIN_INTERVAL_MS per disk. A point
+   * a recovered machine or a running drill of the item uses (`inUse`) is never deleted.
    */
-  private async retain(repo: Repository, disk: string, retentionHours: number): Promise<number> {
+  private async retain(repo: Repository, disk: string, retentionHours: number, inUse: ReadonlySet<string>): Promise<number> {
     const nowMs = this.options.now().getTime();
     if (nowMs - (this.lastRetainMs.get(disk) ?? -Infinity) < RETAIN_INTERVAL_MS) return 0;
     this.lastRetainMs.set(disk, nowMs);
@@ -246,7 +252,7 @@ export class ReplicaProcessor {
     );
     let pruned = 0;
     for (const p of points) {
-      if (keep.has(p.pointId)) continue;
+      if (keep.has(p.pointId) || inUse.has(p.pointId)) continue;
       await repo.deletePoint(p);
       pruned++;
     }
@@ -267,6 +273,13 @@ export class ReplicaProcessor {
     if (done) this.options.logger?.info({ itemId: item.id }, 'initial replication complete: item protected');
     return done;
   }
+}
+
+/** The points of an item that its recovered machines and its running drills use: retention keeps them. */
+async function pointsInUse(repos: Repositories, itemId: string): Promise<Set<string>> {
+  const machines = await repos.recoveredMachines.listByItem(itemId);
+  const drills = (await repos.drillReports.listByItem(itemId)).filter((r) => r.outcome === 'running');
+  return new Set([...machines.map((m) => m.point), ...drills.map((r) => r.point)].flatMap((p) => p?.disks.map((d) => d.pointId) ?? []));
 }
 
 /**

@@ -1,0 +1,115 @@
+import { LifeboatError, isLifeboatError } from '../../core/errors.js';
+import type { ChosenPoint, PointChoice, ReplicatedItem } from '../../core/model.js';
+import { pointCapturedAt, type PointManifest } from '../../format/manifest.js';
+import type { Repository } from '../../store/repository.js';
+import { storeDiskName } from '../services/agents.js';
+
+/**
+ * Choosing an item's recovery point (docs/recovery.md, "Choosing a recovery point"):
+ * one point per disk of the item, in the item's disk order. `point` takes the named
+ * point on its own disk and, on the others, the newest point captured at or before
+ * it; `time` takes on every disk the newest point captured at or before the time.
+ * NOT_FOUND, naming the disk, when a disk has no such point. `latest` is
+ * `latest-processed` here: the caller processes what is pending first.
+ */
+export async function resolvePoint(repo: Repository, item: ReplicatedItem, choice: PointChoice): Promise<ChosenPoint> {
+  if (item.disks.length === 0) throw new LifeboatError('NOT_FOUND', `item ${item.id} has no disks yet, so no recovery point`, { details: { item: item.id } });
+  const chosen = (manifests: readonly PointManifest[]): ChosenPoint => ({
+    choice,
+    disks: item.disks.map((d, i) => {
+      const m = manifests[i] as PointManifest;
+      return { disk: d.name, pointId: m.pointId, capturedAt: pointCapturedAt(m), consistency: m.consistency };
+    }),
+  });
+  const missing = (disk: string, what: string): LifeboatError =>
+    new LifeboatError('NOT_FOUND', `disk ${disk} of item ${item.id} has no ${what}`, { details: { item: item.id, disk, choice } });
+
+  switch (choice.kind) {
+    case 'latest':
+    case 'latest-processed': {
+      const out: PointManifest[] = [];
+      for (const d of item.disks) {
+        const newest = await repo.latestPoint(storeDiskName(item.id, d.name));
+        if (!newest) throw missing(d.name, 'recovery point yet');
+        out.push(newest);
+      }
+      return chosen(out);
+    }
+    case 'latest-app-consistent': {
+      const out: PointManifest[] = [];
+      for (const d of item.disks) {
+        const app = (await repo.listPoints(storeDiskName(item.id, d.name))).filter((p) => p.consistency === 'app');
+        const newest = newestCaptured(app, Infinity);
+        if (!newest) throw missing(d.name, 'app-consistent recovery point');
+        out.push(newest);
+      }
+      return chosen(out);
+    }
+    case 'time': {
+      const atMs = Date.parse(choice.at);
+      if (Number.isNaN(atMs)) throw new LifeboatError('VALIDATION', `${JSON.stringify(choice.at)} is not an ISO-8601 time`, { details: { at: choice.at } });
+      return chosen(await atOrBefore(repo, item, atMs, undefined, (disk) => missing(disk, `recovery point captured at or before ${new Date(atMs).toISOString()}`)));
+    }
+    case 'point': {
+      let named: PointManifest;
+      try {
+        named = await repo.findPoint(choice.pointId);
+      } catch (err) {
+        if (isLifeboatError(err, 'NOT_FOUND')) {
+          throw new LifeboatError('NOT_FOUND', `item ${item.id} has no recovery point ${choice.pointId}`, { details: { item: item.id, pointId: choice.pointId } });
+        }
+        throw err;
+      }
+      const own = item.disks.find((d) => storeDiskName(item.id, d.name) === named.disk);
+      if (!own) throw new LifeboatError('NOT_FOUND', `recovery point ${choice.pointId} is not a point of item ${item.id}`, { details: { item: item.id, pointId: choice.pointId } });
+      const atMs = Date.parse(pointCapturedAt(named));
+      return chosen(
+        await atOrBefore(repo, item, atMs, named, (disk) => missing(disk, `recovery point captured at or before point ${named.pointId} (${pointCapturedAt(named)})`)),
+      );
+    }
+  }
+}
+
+async function atOrBefore(
+  repo: Repository,
+  item: ReplicatedItem,
+  atMs: number,
+  named: PointManifest | undefined,
+  missing: (disk: string) => LifeboatError,
+): Promise<PointManifest[]> {
+  const out: PointManifest[] = [];
+  for (const d of item.disks) {
+    const disk = storeDiskName(item.id, d.name);
+    if (named?.disk === disk) {
+      out.push(named);
+      continue;
+    }
+    const found = newestCaptured(await repo.listPoints(disk), atMs);
+    if (!found) throw missing(d.name);
+    out.push(found);
+  }
+  return out;
+}
+
+/** The newest point (by capture time, then id) captured at or before `atMs`. */
+function newestCaptured(points: readonly PointManifest[], atMs: number): PointManifest | undefined {
+  let best: { m: PointManifest; at: number } | undefined;
+  for (const m of points) {
+    const at = Date.parse(pointCapturedAt(m));
+    if (at > atMs) continue;
+    if (!best || at > best.at || (at === best.at && m.pointId > best.m.pointId)) best = { m, at };
+  }
+  return best?.m;
+}
+
+/** The earliest capture time of the chosen points (what the RPO is measured from). */
+export function oldestCapture(point: ChosenPoint): number {
+  return Math.min(...point.disks.map((d) => Date.parse(d.capturedAt)));
+}
+
+/** A point choice as the operator wrote it (job parameters, logs). */
+export function describeChoice(choice: PointChoice): string {
+  if (choice.kind === 'point') return `point ${choice.pointId}`;
+  if (choice.kind === 'time') return `time ${choice.at}`;
+  return choice.kind;
+}
