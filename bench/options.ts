@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { CONTROL_PLANE_DEFAULTS } from './control-plane.js';
 import type { ControlPlaneOptions } from './control-plane.js';
+import { RECOVERY_DEFAULTS, type RecoveryOptions } from './recovery.js';
 
 /** Resolved command line of `npm run bench`, validated once. */
 export interface BenchOptions {
@@ -34,6 +35,7 @@ const MAX_CHUNK_BYTES = 4 * 1024 ** 2;
 
 export const USAGE = `usage: npm run bench -- [--size 2G] [--seed 1] [--out FILE] [--tools zstd,restic,borg,lifeboat] [--chunk-sizes 4K,16K,64K,256K] [--skip-control-plane]
        npm run bench -- --control-plane [--cp-agents 2000] [--cp-readers 50] [--cp-seconds 60]
+       npm run bench -- --recovery [--recovery-sizes 1,8,32] [--recovery-failback-size 8]
 
   --size         logical size of the generated ext4 image (K/M/G suffixes are binary; minimum 128M)
   --seed         seed for image content and the 1% mutations (default 1)
@@ -125,4 +127,29 @@ export function sizeLabel(n: number): string {
     if (n >= unit && n % unit === 0) return `${n / unit}${suffix}`;
   }
   return String(n);
+}
+
+export const RECOVERY_USAGE = `usage: npm run -s bench -- --recovery [--recovery-sizes 1,8,32] [--recovery-failback-size 8] [--out FILE]
+
+  --recovery-sizes          disk sizes (GiB, whole numbers) of the test-failover → boot marker runs
+  --recovery-failback-size  disk size (GiB) of the failback run after a 1 % change; 0 skips it
+  (see docs/benchmarks.md, "Recovery")`;
+
+/** --recovery and its sub-options (bench/recovery.ts), validated once. */
+export function parseRecoveryOptions(argv: readonly string[]): { readonly recovery: RecoveryOptions; readonly outPath: string | undefined } {
+  const { values } = parseArgs({
+    args: [...argv],
+    options: {
+      recovery: { type: 'boolean', default: false },
+      'recovery-sizes': { type: 'string', default: RECOVERY_DEFAULTS.sizesGiB.join(',') },
+      'recovery-failback-size': { type: 'string', default: String(RECOVERY_DEFAULTS.failbackGiB) },
+      out: { type: 'string' },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  const sizesGiB = values['recovery-sizes'].split(',').map((t) => boundedInt(t.trim(), '--recovery-sizes', 1, 1024));
+  if (sizesGiB.length === 0 || new Set(sizesGiB).size !== sizesGiB.length) throw new Error(`--recovery-sizes must list distinct sizes, got ${values['recovery-sizes']}`);
+  const failbackGiB = boundedInt(values['recovery-failback-size'], '--recovery-failback-size', 0, 1024);
+  return Object.freeze({ recovery: Object.freeze({ ...RECOVERY_DEFAULTS, sizesGiB, failbackGiB }), outPath: values.out });
 }

@@ -16,9 +16,10 @@ import { ensureImage } from './image.js';
 import { machineFacts } from './machine.js';
 import { measureTool } from './measure.js';
 import { ensureMutated } from './mutate.js';
-import { parseOptions, USAGE } from './options.js';
+import { parseOptions, parseRecoveryOptions, RECOVERY_USAGE, USAGE } from './options.js';
 import type { BenchOptions, ToolName } from './options.js';
 import { BENCH_DIR } from './paths.js';
+import { renderRecovery, runRecovery } from './recovery.js';
 import { REPLICATION_DEFAULTS, renderReplication, runReplication } from './replication.js';
 import { renderMarkdown } from './report.js';
 import type { BenchResults, ToolResult } from './report.js';
@@ -129,8 +130,33 @@ async function replicationMain(argv: readonly string[]): Promise<number> {
   return 0;
 }
 
+/**
+ * --recovery: the recovery benchmark (bench/recovery.ts) on its own: test failover →
+ * boot marker per disk size, bytes shipped by failback. Raw figures go to
+ * .bench/results-recovery.json.
+ */
+async function recoveryMain(argv: readonly string[]): Promise<number> {
+  let opts;
+  try {
+    opts = parseRecoveryOptions(argv);
+  } catch (e) {
+    console.error(`${(e as Error).message}\n\n${RECOVERY_USAGE}`);
+    return 2;
+  }
+  const report = await runRecovery(opts.recovery, commandLine(argv), log);
+  const markdown = renderRecovery(report);
+  process.stdout.write(markdown);
+  writeFileSync(join(BENCH_DIR, 'results-recovery.json'), `${JSON.stringify(report, null, 2)}\n`);
+  if (opts.outPath !== undefined) writeFileSync(resolve(process.env['INIT_CWD'] ?? process.cwd(), opts.outPath), markdown);
+  return report.sizes.every((s) => s.outcome === 'passed') ? 0 : 1;
+}
+
 async function main(): Promise<number> {
   const argv = process.argv.slice(2);
+  if (argv.includes('--recovery')) {
+    mkdirSync(BENCH_DIR, { recursive: true });
+    return recoveryMain(argv);
+  }
   if (argv.includes('--replication') || argv.includes('--ingest')) {
     mkdirSync(BENCH_DIR, { recursive: true });
     return replicationMain(argv);

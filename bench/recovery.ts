@@ -1,0 +1,365 @@
+/**
+ * Recovery benchmark (`npm run -s bench -- --recovery`, docs/benchmarks.md, "Recovery"):
+ *
+ * 1. Time from `test-failover start` to the guest's boot marker for disks of several
+ *    sizes (goal: flat in disk size, at most RTO_GOAL_S). Per size, a fresh all-in-one
+ *    vault (src/cli/commands/quickstart.ts AllInOne: the vault with the qemu compute
+ *    driver, the built-in process server and the agent, all in this process, SQLite
+ *    and a local-folder store) protects a bootable tiny guest disk
+ *    (test/helpers/guest.ts) grown sparse to the size, with 1 MiB of random data
+ *    written in the middle of every GiB so the store really holds a large disk. Then
+ *    POST test-failover at the newest processed point: the drill report's RTO (job
+ *    start → boot marker) and this process's own wall clock from the request to the
+ *    marker line on the console; then the cleanup.
+ * 2. Bytes shipped by failback after a 1 % change on the replica: failover, commit,
+ *    reprotect, random 4 KiB blocks written into the stopped replica's disk through
+ *    QEMU (qemu-io on its overlay), failback; the bytes the job reports against the
+ *    change and the disk size.
+ *
+ * The guest prints its marker and powers off (it has no shell), which is why the
+ * change on the replica is written offline through QEMU's block layer rather than by
+ * the guest; the failback's final digest check finds every changed block whichever
+ * way it was written.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, mkdtempSync, openSync, rmSync, statSync, truncateSync, writeSync } from 'node:fs';
+import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { AllInOne } from '../src/cli/commands/quickstart.js';
+import type { MachineStatus } from '../src/compute/driver.js';
+import { isLifeboatError, LifeboatError } from '../src/core/errors.js';
+import type { DrillReport, Job } from '../src/core/model.js';
+import { createVaultLogger } from '../src/vault/logging/logger.js';
+import { requireTool } from '../test/helpers/env.js';
+import { buildGuestImage, type GuestImage } from '../test/helpers/guest.js';
+import { BENCH_DIR } from './paths.js';
+
+const MiB = 2 ** 20;
+const GiB = 2 ** 30;
+/** The goal: a test failover boots to its marker within this, whatever the disk size. */
+export const RTO_GOAL_S = 30;
+/** How long a drill may take to reach its marker before the bench gives up on it. */
+const BOOT_TIMEOUT_S = 600;
+const BLOCK_BYTES = 4096;
+/** qemu-io commands per invocation (each one is an argument). */
+const QEMU_IO_BATCH = 2000;
+
+export interface RecoveryOptions {
+  /** Disk sizes of the boot-time runs, GiB. */
+  readonly sizesGiB: readonly number[];
+  /** Disk size of the failback run, GiB; 0 skips it. */
+  readonly failbackGiB: number;
+  /** Share of the failback disk changed on the replica, percent. */
+  readonly changePercent: number;
+  /** The policy's crash-consistent cut interval while the drills run. */
+  readonly cutEverySeconds: number;
+}
+
+export const RECOVERY_DEFAULTS: RecoveryOptions = Object.freeze({
+  sizesGiB: Object.freeze([1, 8, 32]),
+  failbackGiB: 8,
+  changePercent: 1,
+  cutEverySeconds: 10,
+});
+
+export interface SizeResult {
+  readonly sizeGiB: number;
+  /** Bytes allocated in the sparse image (the guest's partition and the data written across it). */
+  readonly allocatedBytes: number;
+  /** Agent start → item protected (first point made). */
+  readonly initialReplicationS: number;
+  /** Data bytes of the cuts the agent committed until then. */
+  readonly initialShippedBytes: number;
+  readonly outcome: DrillReport['outcome'];
+  readonly error: string | null;
+  /** The drill report: job start → boot marker. */
+  readonly reportRtoS: number | null;
+  /** This process: POST test-failover → the marker line seen on the console. */
+  readonly wallToMarkerS: number | null;
+  readonly accel: 'kvm' | 'tcg' | null;
+  /** How much of the disk the background copy had made local when the marker was seen. */
+  readonly copyPercentAtMarker: number | null;
+  /** POST cleanup → its job ended. */
+  readonly cleanupS: number;
+}
+
+export type FailbackResult =
+  | {
+      readonly available: true;
+      readonly diskGiB: number;
+      readonly changedBlocks: number;
+      readonly changedBytes: number;
+      readonly shippedBytes: number;
+      readonly failoverS: number;
+      readonly reprotectS: number;
+      readonly failbackS: number;
+    }
+  | { readonly available: false; readonly diskGiB: number; readonly reason: string };
+
+export interface RecoveryReport {
+  readonly commandLine: string;
+  readonly startedAt: string;
+  readonly machine: string;
+  /** `uptime` when the run started and when it ended: other work on the box skews wall times. */
+  readonly uptimeAtStart: string;
+  readonly uptimeAtEnd: string;
+  readonly loadAtStart: number;
+  readonly loadAtEnd: number;
+  readonly options: RecoveryOptions;
+  readonly guest: { readonly kernelRelease: string; readonly partitionBytes: number; readonly marker: string };
+  readonly sizes: readonly SizeResult[];
+  readonly failback: FailbackResult | null;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function uptime(): string {
+  return execFileSync('uptime', { encoding: 'utf8' }).trim();
+}
+
+/** Bytes the filesystem allocated to a (sparse) file. */
+function allocatedBytes(path: string): number {
+  return statSync(path).blocks * 512;
+}
+
+/**
+ * The guest's disk grown sparse to `sizeGiB`, with 1 MiB of random data in the
+ * middle of every GiB (past the guest's partition, which stays as built).
+ */
+function growImage(guest: GuestImage, path: string, sizeGiB: number): void {
+  execFileSync('cp', ['--sparse=always', guest.imagePath, path]);
+  truncateSync(path, sizeGiB * GiB);
+  const fd = openSync(path, 'r+');
+  try {
+    for (let g = 0; g < sizeGiB; g++) writeSync(fd, randomBytes(MiB), 0, MiB, g * GiB + GiB / 2);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Marker lines: the guest's whole expected line, as a regular expression. */
+function markerPattern(guest: GuestImage): string {
+  return `^${guest.expectedLine.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`;
+}
+
+/** The one machine an all-in-one vault's compute driver holds, once it exists. */
+async function onlyMachine(all: AllInOne, timeoutMs: number): Promise<MachineStatus> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const [m] = await all.server.compute.list();
+    if (m) return m;
+    if (Date.now() > deadline) throw new LifeboatError('TIMEOUT', 'the compute driver made no machine');
+    await sleep(50);
+  }
+}
+
+async function drillSettings(all: AllInOne, itemId: string, bootMarker: string): Promise<void> {
+  await all.server.repos.drillSettings.put({
+    id: itemId,
+    subjectKind: 'item',
+    probes: [],
+    bootMarker,
+    bootTimeoutSeconds: BOOT_TIMEOUT_S,
+    scheduleEveryHours: null,
+    nextRunAt: null,
+    lastRunAt: null,
+  });
+}
+
+function cutBytes(events: readonly { event: string; bytes?: number }[]): number {
+  return events.reduce((n, e) => n + (e.event === 'cut-committed' ? (e.bytes ?? 0) : 0), 0);
+}
+
+/** One disk size on a fresh vault: protect, test failover to the marker, cleanup. */
+async function runSize(guest: GuestImage, sizeGiB: number, options: RecoveryOptions, log: (m: string) => void): Promise<SizeResult> {
+  // Unix socket paths (the driver's QMP, console, NBD) are limited to 107 bytes: a short directory.
+  const dir = mkdtempSync(join(tmpdir(), 'lb-rec-'));
+  const image = join(dir, 'disk.img');
+  growImage(guest, image, sizeGiB);
+  const all = await AllInOne.start({ dir: join(dir, 'aio'), compute: 'qemu', logger: createVaultLogger({ level: 'warn' }), cutEverySeconds: options.cutEverySeconds });
+  try {
+    const t0 = performance.now();
+    const disk = await all.protect(`bench-${sizeGiB}g`, image, { timeoutMs: 1_800_000 });
+    const initialReplicationS = (performance.now() - t0) / 1000;
+    const initialShippedBytes = cutBytes(disk.events);
+    log(`recovery: ${sizeGiB} GiB protected in ${initialReplicationS.toFixed(1)} s (${(initialShippedBytes / MiB).toFixed(1)} MiB shipped)`);
+    const pattern = markerPattern(guest);
+    await drillSettings(all, disk.itemId, pattern);
+
+    const requested = performance.now();
+    const started = await all.api.post<{ job: Job; report: DrillReport }>(`/api/v1/items/${disk.itemId}/test-failover`, { point: { kind: 'latest-processed' } });
+    let wallToMarkerS: number | null = null;
+    let copyPercentAtMarker: number | null = null;
+    try {
+      const machine = await onlyMachine(all, BOOT_TIMEOUT_S * 1000);
+      await all.server.compute.waitForConsole(machine.id, new RegExp(pattern, 'm'), { timeoutMs: BOOT_TIMEOUT_S * 1000 });
+      wallToMarkerS = (performance.now() - requested) / 1000;
+      copyPercentAtMarker = (await all.server.compute.status(machine.id)).copyPercent;
+    } catch (err) {
+      log(`recovery: ${sizeGiB} GiB: no marker seen: ${(err as Error).message}`);
+    }
+    const job = await all.waitForJob(started.job.id);
+    let report = started.report;
+    for (const deadline = Date.now() + BOOT_TIMEOUT_S * 1000; Date.now() < deadline; await sleep(200)) {
+      report = (await all.drillReports(disk.itemId)).find((r) => r.id === started.report.id) ?? report;
+      if (report.outcome !== 'running' || job.state !== 'succeeded') break;
+    }
+    log(`recovery: ${sizeGiB} GiB: drill ${report.outcome}, report RTO ${report.rtoSeconds ?? '-'} s, marker after ${wallToMarkerS?.toFixed(1) ?? '-'} s`);
+    const c0 = performance.now();
+    await all.cleanupTestFailover(disk.itemId, report.id, `bench ${sizeGiB} GiB`);
+    return {
+      sizeGiB,
+      allocatedBytes: allocatedBytes(image),
+      initialReplicationS,
+      initialShippedBytes,
+      outcome: report.outcome,
+      error: report.error ?? (job.state === 'succeeded' ? null : `job ${job.state}: ${job.error ?? ''}`),
+      reportRtoS: report.rtoSeconds,
+      wallToMarkerS,
+      accel: report.accel,
+      copyPercentAtMarker,
+      cleanupS: (performance.now() - c0) / 1000,
+    };
+  } finally {
+    await all.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Distinct random 4 KiB blocks, `percent` of the disk, written into a qcow2 overlay through qemu-io. */
+function writeChange(overlay: string, diskBytes: number, percent: number): number {
+  const qemuIo = requireTool('qemu-io', 'qemu-utils');
+  const total = diskBytes / BLOCK_BYTES;
+  const count = Math.round((total * percent) / 100);
+  const blocks = new Set<number>();
+  while (blocks.size < count) blocks.add(randomBytes(6).readUIntBE(0, 6) % total);
+  const commands = [...blocks].map((b, i) => `write -P ${1 + (i % 255)} ${b * BLOCK_BYTES} 4k`);
+  for (let i = 0; i < commands.length; i += QEMU_IO_BATCH) {
+    const args = ['-f', 'qcow2', ...commands.slice(i, i + QEMU_IO_BATCH).flatMap((c) => ['-c', c]), overlay];
+    const r = spawnSync(qemuIo, args, { encoding: 'utf8', maxBuffer: 64 * MiB });
+    if (r.status !== 0) throw new Error(`qemu-io on ${overlay} exited ${r.status}: ${r.stderr.slice(-2000)}`);
+  }
+  return count;
+}
+
+/** A job's shipped bytes, as the reverse operations record them on it. */
+function shippedBytesOf(job: Job): number | undefined {
+  const j = job as Job & { bytesShipped?: number; shippedBytes?: number };
+  return j.bytesShipped ?? j.shippedBytes;
+}
+
+/** Failover, commit, reprotect, a `percent` change on the replica, failback: what failback shipped. */
+async function runFailback(guest: GuestImage, options: RecoveryOptions, log: (m: string) => void): Promise<FailbackResult> {
+  const diskGiB = options.failbackGiB;
+  const dir = mkdtempSync(join(tmpdir(), 'lb-rec-'));
+  const image = join(dir, 'disk.img');
+  growImage(guest, image, diskGiB);
+  const all = await AllInOne.start({ dir: join(dir, 'aio'), compute: 'qemu', logger: createVaultLogger({ level: 'warn' }), cutEverySeconds: options.cutEverySeconds });
+  const step = async (what: string, path: string, body: unknown): Promise<{ job: Job; seconds: number }> => {
+    const t0 = performance.now();
+    const answer = await all.api.post<Job | { job: Job }>(path, body);
+    const started = 'job' in answer ? answer.job : answer;
+    const job = await all.waitForJob(started.id, 1_800_000);
+    if (job.state !== 'succeeded') throw new LifeboatError('COMPUTE_FAILED', `${what} ${job.state}: ${job.error ?? 'no error recorded'}`);
+    const seconds = (performance.now() - t0) / 1000;
+    log(`recovery: ${what} done in ${seconds.toFixed(1)} s`);
+    return { job, seconds };
+  };
+  try {
+    const disk = await all.protect(`failback-${diskGiB}g`, image, { timeoutMs: 1_800_000 });
+    await drillSettings(all, disk.itemId, markerPattern(guest));
+    const failover = await step('failover', `/api/v1/items/${disk.itemId}/failover`, { point: { kind: 'latest-processed' }, shutdownSource: false });
+    await step('commit', `/api/v1/items/${disk.itemId}/failover/commit`, {});
+    const reprotect = await step('reprotect', `/api/v1/items/${disk.itemId}/reprotect`, {});
+    const machine = await onlyMachine(all, 60_000);
+    // The guest powers off after its marker; stop it in any case so qemu-io may open the overlay.
+    await all.server.compute.stop(machine.id, { graceful: false, timeoutMs: 30_000 });
+    const overlay = (await all.server.compute.status(machine.id)).files.find((f) => f.endsWith('.qcow2'));
+    if (overlay === undefined) throw new LifeboatError('NOT_FOUND', `the replica ${machine.id} has no qcow2 overlay among its files`);
+    const changedBlocks = writeChange(overlay, diskGiB * GiB, options.changePercent);
+    log(`recovery: wrote ${changedBlocks} random 4 KiB blocks into the replica's overlay`);
+    const failback = await step('failback', `/api/v1/items/${disk.itemId}/failback`, {});
+    const shipped = shippedBytesOf(failback.job);
+    if (shipped === undefined) return { available: false, diskGiB, reason: 'the failback job records no bytes shipped' };
+    return { available: true, diskGiB, changedBlocks, changedBytes: changedBlocks * BLOCK_BYTES, shippedBytes: shipped, failoverS: failover.seconds, reprotectS: reprotect.seconds, failbackS: failback.seconds };
+  } catch (err) {
+    // A build without reverse replication answers its routes with NOT_FOUND or UNSUPPORTED.
+    if (isLifeboatError(err, 'NOT_FOUND') || isLifeboatError(err, 'UNSUPPORTED')) return { available: false, diskGiB, reason: (err as Error).message };
+    throw err;
+  } finally {
+    await all.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export async function runRecovery(options: RecoveryOptions, commandLine: string, log: (m: string) => void): Promise<RecoveryReport> {
+  requireTool('qemu-system-x86_64', 'qemu-system-x86');
+  requireTool('qemu-img', 'qemu-utils');
+  const startedAt = new Date().toISOString();
+  const uptimeAtStart = uptime();
+  const loadAtStart = loadavg()[0] ?? 0;
+  log('recovery: building the guest image (cached after the first build)');
+  const guest = await buildGuestImage({ dir: join(BENCH_DIR, 'recovery-guest') });
+  const sizes: SizeResult[] = [];
+  for (const sizeGiB of options.sizesGiB) sizes.push(await runSize(guest, sizeGiB, options, log));
+  const failback = options.failbackGiB > 0 ? await runFailback(guest, options, log) : null;
+  return {
+    commandLine,
+    startedAt,
+    machine: `${cpus()[0]?.model ?? 'unknown CPU'}, nproc ${availableParallelism()}, node ${process.version}, ${execFileSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8' }).split('\n')[0]}`,
+    uptimeAtStart,
+    uptimeAtEnd: uptime(),
+    loadAtStart,
+    loadAtEnd: loadavg()[0] ?? 0,
+    options,
+    guest: { kernelRelease: guest.kernelRelease, partitionBytes: guest.partition.sizeBytes, marker: guest.expectedLine },
+    sizes,
+    failback,
+  };
+}
+
+const f1 = (n: number | null): string => (n === null ? '–' : n.toFixed(1));
+
+export function renderRecovery(r: RecoveryReport): string {
+  const out: string[] = [];
+  out.push('## Recovery', '');
+  out.push(`- Command: \`${r.commandLine}\``);
+  out.push(`- Started: ${r.startedAt}; machine: ${r.machine}`);
+  out.push(`- Load: \`${r.uptimeAtStart}\` at start, \`${r.uptimeAtEnd}\` at end`);
+  out.push(
+    `- Guest: Debian's cloud kernel ${r.guest.kernelRelease} and busybox on a ${(r.guest.partitionBytes / MiB).toFixed(0)} MiB partition, the disk grown sparse to each size with 1 MiB of random data in the middle of every GiB; boot marker \`${r.guest.marker}\``,
+  );
+  out.push(`- Per size a fresh all-in-one vault (qemu compute driver, SQLite, local-folder store), the agent's scan tracker on the image, a cut every ${r.options.cutEverySeconds} s`);
+  out.push('- Initial replication ships only what the sparse image has allocated (holes are not read), so it grows with the data, not with the disk size');
+  out.push('');
+  const base = r.sizes.find((s) => s.sizeGiB === 1) ?? r.sizes[0];
+  const baseS = base?.wallToMarkerS ?? null;
+  out.push('| disk | allocated | initial replication s (shipped MiB) | test-failover → marker s (report) | (wall clock) | ratio to the first size | copied at marker | accel | outcome | cleanup s |');
+  out.push('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |');
+  for (const s of r.sizes) {
+    const ratio = baseS !== null && s.wallToMarkerS !== null ? `${(s.wallToMarkerS / baseS).toFixed(2)}×` : '–';
+    out.push(
+      `| ${s.sizeGiB} GiB | ${(s.allocatedBytes / MiB).toFixed(0)} MiB | ${f1(s.initialReplicationS)} (${(s.initialShippedBytes / MiB).toFixed(1)}) | ${s.reportRtoS ?? '–'} | ${f1(s.wallToMarkerS)} | ${ratio} | ${s.copyPercentAtMarker === null ? '–' : `${s.copyPercentAtMarker.toFixed(0)} %`} | ${s.accel ?? '–'} | ${s.outcome}${s.error ? ` (${s.error})` : ''} | ${f1(s.cleanupS)} |`,
+    );
+  }
+  out.push('');
+  const worst = Math.max(...r.sizes.map((s) => s.wallToMarkerS ?? Number.POSITIVE_INFINITY));
+  out.push('| goal | measured | result |');
+  out.push('| --- | ---: | --- |');
+  out.push(`| test failover → boot marker ≤ ${RTO_GOAL_S} s at every size | ${Number.isFinite(worst) ? `${worst.toFixed(1)} s (slowest)` : 'a drill reached no marker'} | ${worst <= RTO_GOAL_S ? '**met**' : '**missed**'} |`);
+  out.push('');
+  const fb = r.failback;
+  if (fb === null) out.push('Failback: not run (--recovery-failback-size 0).');
+  else if (!fb.available) out.push(`Failback after a ${r.options.changePercent} % change on a ${fb.diskGiB} GiB disk: not available: ${fb.reason}`);
+  else {
+    out.push(`Failback after a ${r.options.changePercent} % change on a ${fb.diskGiB} GiB disk (${fb.changedBlocks} distinct random 4 KiB blocks written into the stopped replica's overlay with qemu-io):`, '');
+    out.push('| changed | shipped by failback | shipped / changed | shipped / disk | failover s | reprotect s | failback s |');
+    out.push('| ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+    out.push(
+      `| ${(fb.changedBytes / MiB).toFixed(1)} MiB | ${(fb.shippedBytes / MiB).toFixed(1)} MiB | ${(fb.shippedBytes / fb.changedBytes).toFixed(2)}× | ${((100 * fb.shippedBytes) / (fb.diskGiB * GiB)).toFixed(2)} % | ${f1(fb.failoverS)} | ${f1(fb.reprotectS)} | ${f1(fb.failbackS)} |`,
+    );
+  }
+  out.push('');
+  return out.join('\n');
+}
