@@ -19,8 +19,9 @@
  *   console.log, and the harness tails it, stamping every ACK line with the
  *   time it first saw it (never earlier than the guest printed it, so "acked
  *   before t" is never claimed for a record that was not).
- * - Two QMP sockets: one for the agent's qemu change tracker (nodes `root`
- *   and `data`, raw format nodes), one for the test.
+ * - QMP sockets: one per disk for the agent's qemu change trackers (a QMP
+ *   socket serves one client at a time; nodes `root` and `data`, raw format
+ *   nodes), one for the test.
  * - Records are read from a disk image with debugfs (no mount, no loop device):
  *   the data disk is raw ext4 without a partition table or a journal.
  *
@@ -28,7 +29,7 @@
  * an after hook so no QEMU process outlives the test.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -110,8 +111,8 @@ export class PrimaryMachine {
   readonly dataFile: string;
   readonly consoleFile: string;
   readonly pidFile: string;
-  /** QMP for the agent's qemu tracker. */
-  readonly agentQmpSocket: string;
+  /** QMP for the agent's qemu tracker of each disk. */
+  readonly agentQmpSockets: { readonly root: string; readonly data: string };
   /** QMP for the test itself. */
   readonly testQmpSocket: string;
   /** Where the agent's trackers serve their point-in-time views (one NBD server for both disks). */
@@ -131,7 +132,7 @@ export class PrimaryMachine {
     this.dataFile = options.guest.dataFile;
     this.consoleFile = join(this.dir, 'console.log');
     this.pidFile = join(this.dir, 'qemu.pid');
-    this.agentQmpSocket = join(this.dir, 'agent.qmp');
+    this.agentQmpSockets = { root: join(this.dir, 'agent-root.qmp'), data: join(this.dir, 'agent-data.qmp') };
     this.testQmpSocket = join(this.dir, 'test.qmp');
     this.nbdSocket = join(this.dir, 'tracker-nbd.sock');
     this.startScript = join(this.dir, 'start.sh');
@@ -155,12 +156,13 @@ export class PrimaryMachine {
 # Starts the primary machine detached; exits once QEMU runs (its pid in ${m.pidFile}).
 set -e
 if [ -f ${q(m.pidFile)} ] && kill -0 "$(cat ${q(m.pidFile)})" 2>/dev/null; then exit 0; fi
-rm -f ${q(m.agentQmpSocket)} ${q(m.testQmpSocket)}
+rm -f ${q(m.agentQmpSockets.root)} ${q(m.agentQmpSockets.data)} ${q(m.testQmpSocket)}
 exec ${q(qemu)} -accel tcg -m ${options.memoryMiB ?? 256} -smp 1 -display none -nodefaults -no-user-config -no-reboot \\
   ${drive('root', m.rootFile)} -device nvme,drive=root,serial=lb-root,bootindex=0 \\
   ${drive('data', m.dataFile)} -device nvme,drive=data,serial=lb-data \\
   -chardev file,id=ser0,path=${opt(m.consoleFile)},append=on -serial chardev:ser0 \\
-  -chardev socket,id=qmp-agent,path=${opt(m.agentQmpSocket)},server=on,wait=off -mon chardev=qmp-agent,mode=control \\
+  -chardev socket,id=qmp-root,path=${opt(m.agentQmpSockets.root)},server=on,wait=off -mon chardev=qmp-root,mode=control \\
+  -chardev socket,id=qmp-data,path=${opt(m.agentQmpSockets.data)},server=on,wait=off -mon chardev=qmp-data,mode=control \\
   -chardev socket,id=qmp-test,path=${opt(m.testQmpSocket)},server=on,wait=off -mon chardev=qmp-test,mode=control \\
   -pidfile ${q(m.pidFile)} -daemonize
 `,
@@ -192,16 +194,17 @@ exit 0
 
   /** agent.json `disks`: both disks, tracked through QEMU's dirty bitmaps; `file` is the disk file (written back on failback). */
   agentDisks(): Array<{ name: string; file: string; tracker: Record<string, unknown> }> {
-    const tracker = (node: string) => ({
+    const tracker = (node: 'root' | 'data', file: string) => ({
       kind: 'qemu',
-      qmpSocket: this.agentQmpSocket,
+      sizeBytes: statSync(file).size,
+      qmpSocket: this.agentQmpSockets[node],
       node,
       nbdSocket: this.nbdSocket,
       workDir: join(this.dir, `tracker-work-${node}`),
     });
     return [
-      { name: 'root', file: this.rootFile, tracker: tracker('root') },
-      { name: 'data', file: this.dataFile, tracker: tracker('data') },
+      { name: 'root', file: this.rootFile, tracker: tracker('root', this.rootFile) },
+      { name: 'data', file: this.dataFile, tracker: tracker('data', this.dataFile) },
     ];
   }
 
