@@ -25,6 +25,7 @@ import { after, before, describe, it } from 'node:test';
 import { BIN, lifeboat, lifeboatServe, stop, type CliResult } from '../helpers/cli.js';
 import { makeTempDir, requireTool } from '../helpers/env.js';
 import { buildGuestImage } from '../helpers/guest.js';
+import type { DrillReport, Job } from '../../src/core/model.js';
 import { PrimaryMachine, buildPrimaryGuest, readRecordsFile, verifyRecords, PRIMARY_MARKER, acksIn } from '../helpers/machine.js';
 
 const MiB = 2 ** 20;
@@ -220,6 +221,30 @@ describe('end-to-end recovery of a tiny Linux machine (server, agent, QEMU; CLI 
     }
   });
 
+  /** Runs a CLI command without blocking the event loop (the console tailer keeps stamping ACKs). */
+  const cliAsync = (args: string[]): Promise<CliResult> =>
+    new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.on('error', reject);
+      child.on('close', (code) => resolve({ status: code ?? -1, stdout, stderr, json: () => JSON.parse(stdout) as Record<string, unknown> }));
+    });
+  /** Waits for a job to end; it must succeed. */
+  const watch = async (jobId: string): Promise<Job> => {
+    const r = await cliAsync(['job', 'watch', jobId, '--json']);
+    assert.equal(r.status, 0, `job ${jobId} did not succeed:\n${r.stderr}\n${r.stdout}\n${diag()}`);
+    return JSON.parse(r.stdout) as Job;
+  };
+  const report = (reportIdOrItem: { item: string }): DrillReport => {
+    const reports = okJson<DrillReport[] | { items: DrillReport[] }>(['drill', 'report', reportIdOrItem.item]);
+    const list = Array.isArray(reports) ? reports : reports.items;
+    assert.ok(list.length > 0, 'the item has a drill report');
+    return list[0] as DrillReport;
+  };
+
   it('protects the running machine: points of both disks every few seconds, the data disk\'s hold every acknowledged record', async () => {
     const disk = `${itemId}.data`;
     const since = Date.now();
@@ -236,6 +261,65 @@ describe('end-to-end recovery of a tiny Linux machine (server, agent, QEMU; CLI 
     assert.ok(mustHold >= 3, `records were acknowledged before the point (${mustHold})`);
     verifyRecords(await readRecordsFile(image), mustHold);
   });
+
+  it('test failover at latest-processed: the copy boots isolated, holds every record acknowledged before its point, the primary is untouched, cleanup leaves nothing', async () => {
+    ok(['drill', 'settings', itemId, '--boot-marker', PRIMARY_MARKER, '--boot-timeout', '600']);
+    const primaryPid = primary.pid();
+    const primaryBoots = primary.boots();
+    assert.ok(primaryPid !== null, 'the primary runs');
+
+    const started = Date.now();
+    const job = okJson<Job>(['test-failover', 'start', itemId, '--point', 'latest-processed']);
+    const done = await watch(job.id);
+    assert.equal(done.state, 'succeeded');
+
+    const r = report({ item: itemId });
+    assert.equal(r.operation, 'test-failover');
+    assert.equal(r.outcome, 'passed', `report: ${JSON.stringify({ ...r, consoleLog: r.consoleLog.slice(-2000) }, null, 2)}`);
+    assert.equal(r.network, 'isolated');
+    assert.equal(r.driver, 'qemu');
+    assert.ok(r.machineId, 'the report names the test machine');
+    const machineId = r.machineId;
+    const dataPoint = r.point?.disks.find((d) => d.disk === `${itemId}.data`);
+    assert.ok(dataPoint, `the report names the data disk's point: ${JSON.stringify(r.point)}`);
+    assert.ok(r.point?.disks.some((d) => d.disk === `${itemId}.root`), 'and the boot disk\'s');
+    const captured = Date.parse(dataPoint.capturedAt);
+    assert.ok(captured <= started, 'latest-processed is a point made before the test failover started');
+    assert.ok(r.rpoSeconds !== null && r.rpoSeconds >= 0 && r.rpoSeconds < 120, `RPO ${r.rpoSeconds} s`);
+    assert.ok(r.rtoSeconds !== null && r.rtoSeconds > 0, `RTO ${r.rtoSeconds} s`);
+    assert.match(r.consoleLog, new RegExp(`${PRIMARY_MARKER} payload=lifeboat-e2e-primary`), 'the copy printed the boot marker');
+
+    // The copy booted from the point: its workload resumed after the point's last record.
+    const mustHold = primary.ackedBefore(captured);
+    const resumed = /lifeboat-records: resuming after record (\d+)/.exec(r.consoleLog);
+    assert.ok(resumed, `the copy's workload started:\n${r.consoleLog.slice(-2000)}`);
+    assert.ok(Number(resumed[1]) >= mustHold, `the copy resumed after record ${resumed[1]}, but ${mustHold} was acknowledged before the point`);
+
+    // The point's data disk, read back from the store: every acknowledged record there and intact.
+    const image = join(tmp.path, 'test-failover-point.raw');
+    ok(['disk', 'restore', dataPoint.pointId, '--to', image, '--store', store, '--passphrase-file', passFile]);
+    const held = verifyRecords(await readRecordsFile(image), mustHold);
+    assert.ok(held.count >= 3, `the point holds records (${held.count})`);
+
+    // The primary was not touched: same process, same boot, still writing, nothing missing.
+    assert.equal(primary.pid(), primaryPid, 'the primary QEMU is the same process');
+    assert.equal(primary.boots(), primaryBoots, 'the primary did not reboot');
+    const lastBefore = primary.lastAck();
+    await primary.waitForAck(lastBefore + 3);
+    verifyRecords(await readRecordsFile(primary.dataFile), lastBefore);
+    assert.equal(item().state, 'test-failover');
+
+    // Cleanup: nothing of the test machine is left.
+    const cleanup = okJson<Job>(['test-failover', 'cleanup', itemId, '--notes', 'e2e drill']);
+    await watch(cleanup.id);
+    assert.deepEqual(qemuProcesses(machineId), [], 'no QEMU process of the test machine');
+    assert.deepEqual(pathsNamed(dataDir, machineId), [], 'nothing of the test machine under the data directory');
+    assert.equal(item().state, 'protected');
+    const after = report({ item: itemId });
+    assert.equal(after.id, r.id);
+    assert.equal(after.notes, 'e2e drill');
+    assert.ok(after.cleanupJobId, 'the report names its cleanup job');
+  });
 });
 
 void truncate;
@@ -243,6 +327,5 @@ void chmod;
 void mkdir;
 void existsSync;
 void buildGuestImage;
-void PRIMARY_MARKER;
 void acksIn;
 void pathsNamed;
