@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Agent, type AgentEvent } from '../../agent/agent.js';
@@ -69,7 +70,7 @@ async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T 
 export interface AllInOneOptions {
   /** Holds the vault (`vault/`), its store (`store/`), the process server's spool and the agents' state; wiped first. */
   readonly dir: string;
-  /** The compute driver (createComputeDriver), its state in `<dir>/vault/compute`. */
+  /** The compute driver (createComputeDriver), its state in a short temporary directory (see start()). */
   readonly compute: 'qemu' | 'export' | 'auto';
   /** Default: warnings and errors only, JSON lines on stderr. */
   readonly logger?: VaultLogger;
@@ -109,6 +110,7 @@ export class AllInOne {
     readonly server: VaultServer,
     private readonly processServer: ProcessServer,
     private readonly dir: string,
+    private readonly computeDir: string,
     /** The vault's REST API as its owner. */
     readonly api: ApiClient,
     readonly vaultId: string,
@@ -120,8 +122,17 @@ export class AllInOne {
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const logger = options.logger ?? createVaultLogger({ level: 'warn' });
-    const compute = await createComputeDriver(options.compute, { stateDir: join(dir, 'vault', 'compute') });
-    const server = await startVaultServer({ dataDir: join(dir, 'vault'), host: '127.0.0.1', port: 0, logger, compute });
+    // The qemu driver's sockets live in its state directory and a Unix socket path has at most
+    // 107 bytes: a short directory of its own, removed by close(), whatever `dir` is.
+    const computeDir = mkdtempSync(join(tmpdir(), 'lb-compute-'));
+    const compute = await createComputeDriver(options.compute, { stateDir: computeDir });
+    let server: VaultServer;
+    try {
+      server = await startVaultServer({ dataDir: join(dir, 'vault'), host: '127.0.0.1', port: 0, logger, compute });
+    } catch (err) {
+      rmSync(computeDir, { recursive: true, force: true });
+      throw err;
+    }
     let ps: ProcessServer | undefined;
     try {
       ps = await startProcessServer({
@@ -152,10 +163,11 @@ export class AllInOne {
         appConsistentFrequencyMinutes: 0,
         crashConsistentFrequencySeconds: options.cutEverySeconds ?? 5,
       });
-      return new AllInOne(server, ps, dir, api, vault.id, policy.id);
+      return new AllInOne(server, ps, dir, computeDir, api, vault.id, policy.id);
     } catch (err) {
       await ps?.close();
       await server.close();
+      rmSync(computeDir, { recursive: true, force: true });
       throw err;
     }
   }
@@ -228,22 +240,26 @@ export class AllInOne {
 
   /** The item's drill reports, newest first. */
   async drillReports(itemId: string): Promise<DrillReport[]> {
-    return this.api.all<DrillReport>(`/api/v1/items/${itemId}/drill-reports`);
+    return (await this.api.get<{ items: DrillReport[] }>(`/api/v1/items/${itemId}/drill-reports`)).items;
+  }
+
+  /** The drill report a test failover job writes. */
+  async reportOf(itemId: string, jobId: string): Promise<DrillReport> {
+    const report = (await this.drillReports(itemId)).find((r) => r.jobId === jobId);
+    if (!report) throw new LifeboatError('NOT_FOUND', `job ${jobId} wrote no drill report`);
+    return report;
   }
 
   /**
-   * Starts a test failover at the newest processed point, waits for its job and for
-   * the report's outcome (boot marker and probes, per the item's drill settings),
-   * notes what the compute driver made, and leaves the test machine running:
-   * `cleanupTestFailover` removes it.
+   * Starts a test failover at the newest processed point and waits for its job
+   * (which ends once the boot marker and probes of the item's drill settings were
+   * checked); notes what the compute driver made, and leaves the test machine in
+   * place: `cleanupTestFailover` removes it.
    */
   async testFailover(itemId: string, options: { timeoutMs?: number } = {}): Promise<DrillResult> {
-    const started = await this.api.post<{ job: Job; report: DrillReport }>(`/api/v1/items/${itemId}/test-failover`, { point: { kind: 'latest-processed' } });
-    const job = await this.waitForJob(started.job.id, options.timeoutMs);
-    const report = await until('the drill report', options.timeoutMs ?? 600_000, async () => {
-      const found = (await this.drillReports(itemId)).find((r) => r.id === started.report.id);
-      return found && (found.outcome !== 'running' || job.state !== 'succeeded') ? found : undefined;
-    });
+    const started = await this.api.post<Job>(`/api/v1/items/${itemId}/test-failover`, { point: { kind: 'latest-processed' } });
+    const job = await this.waitForJob(started.id, options.timeoutMs);
+    const report = await this.reportOf(itemId, job.id);
     const machine = report.machineId === null ? undefined : (await this.server.compute.list()).find((m) => m.id === report.machineId);
     return { report, job, machineFiles: machine?.files ?? [] };
   }
@@ -262,6 +278,7 @@ export class AllInOne {
     await Promise.all(this.agents.map((a) => a.stop()));
     await this.processServer.close();
     await this.server.close();
+    rmSync(this.computeDir, { recursive: true, force: true });
   }
 }
 
@@ -275,6 +292,7 @@ export function register(program: Command, env: Env): void {
     .command('quickstart')
     .description('walk through Lifeboat on embedded defaults: a local store, a sample disk, two recovery points, verify, restore, export, then a vault protecting the disk and a drill (test failover)')
     .option('--dir <dir>', 'where the store, sample disk, restored images and the vault go', 'lifeboat-quickstart')
+    .option('--json', 'print one JSON document at the end instead of the walkthrough')
     .action(async (opts: { dir: string; json?: boolean }) => {
       const dir = resolve(opts.dir);
       mkdirSync(dir, { recursive: true });
@@ -363,27 +381,20 @@ async function runDrill(dir: string, disk: string, say: (s: string) => void): Pr
     const sample = await all.protect('sample', disk);
     const cuts = sample.events.filter((e) => e.event === 'cut-committed').length;
     say(`agent   sample machine protected in ${((Date.now() - started) / 1000).toFixed(1)} s (${cuts} cut${cuts === 1 ? '' : 's'} shipped)`);
-    await all.server.repos.drillSettings.put({
-      id: sample.itemId,
-      subjectKind: 'item',
-      probes: [],
-      bootMarker: null,
-      bootTimeoutSeconds: 120,
-      scheduleEveryHours: null,
-      nextRunAt: null,
-      lastRunAt: null,
-    });
     const result = await all.testFailover(sample.itemId);
     const r = result.report;
     const point = r.point?.disks.map((d) => `${d.pointId} (${d.disk}, captured ${d.capturedAt})`).join(', ') ?? '-';
     say(`drill   test failover of the sample machine: ${r.outcome}${r.error ? ` (${r.error})` : ''}`);
     say(`        point ${point}`);
     say(`        RPO ${seconds(r.rpoSeconds)}, ${r.rtoSeconds === null ? 'no boot (the driver exports files)' : `RTO ${seconds(r.rtoSeconds)}`}, driver ${r.driver}${r.accel ? ` (${r.accel})` : ''}, network ${r.network}`);
-    if (compute.capabilities.boots === false && result.machineFiles.length > 0) say(`        exported ${result.machineFiles.join(', ')}`);
+    if (!compute.capabilities.boots && result.machineFiles.length > 0) say(`        exported ${result.machineFiles.join(', ')} (removed by the cleanup)`);
+    if (r.notes) say(`        ${r.notes}`);
     const cleaned = await all.cleanupTestFailover(sample.itemId, r.id, 'quickstart drill');
-    say(`cleanup test machine removed; report ${cleaned.id} kept (lifeboat drill report ITEM)`);
+    const left = await compute.list();
+    if (left.length > 0) throw new LifeboatError('COMPUTE_FAILED', `the cleanup left machines behind: ${left.map((m) => m.id).join(', ')}`);
+    say(`cleanup test machine removed; drill report ${cleaned.id} kept in the vault`);
     if (r.outcome !== 'passed') throw new LifeboatError('DRILL_FAILED', `the quickstart drill ${r.outcome}: ${r.error ?? 'no error recorded'}`);
-    return { vaultUrl: all.server.url, itemId: sample.itemId, computeDriver: compute.name, report: cleaned, machineFiles: result.machineFiles };
+    return { vaultUrl: all.server.url, itemId: sample.itemId, computeDriver: compute.name, report: cleaned, machineFiles: result.machineFiles, machinesLeft: left.length };
   } finally {
     await all.close();
   }
