@@ -90,6 +90,23 @@ function pathsNamed(dir: string, needle: string): string[] {
   return out;
 }
 
+/** The bytes shipped that a job or report states (the largest such count found). */
+function bytesShipped(...docs: unknown[]): number {
+  let found = -1;
+  const visit = (v: unknown): void => {
+    if (Array.isArray(v)) v.forEach(visit);
+    else if (typeof v === 'object' && v !== null) {
+      for (const [k, x] of Object.entries(v)) {
+        if (/^(bytesShipped|shippedBytes)$/.test(k) && typeof x === 'number') found = Math.max(found, x);
+        else visit(x);
+      }
+    }
+  };
+  docs.forEach(visit);
+  assert.ok(found >= 0, `no bytes-shipped count in ${JSON.stringify(docs).slice(0, 2000)}`);
+  return found;
+}
+
 interface Agent {
   child: ChildProcess;
   log: () => string;
@@ -245,6 +262,26 @@ describe('end-to-end recovery of a tiny Linux machine (server, agent, QEMU; CLI 
     return list[0] as DrillReport;
   };
 
+  /** The console of a machine the compute driver runs (console.log in its state directory). */
+  const machineConsole = (machineId: string): string => {
+    const file = pathsNamed(dataDir, machineId)
+      .map((p) => join(p, 'console.log'))
+      .find((p) => existsSync(p));
+    return file === undefined ? '' : readFileSync(file, 'latin1');
+  };
+  /** Records the recovered machine acknowledged after its last boot: the record it resumed after, and the last ACK. */
+  const replicaRecords = (machineId: string): { resumedAfter: number; lastAck: number } | undefined => {
+    const text = machineConsole(machineId);
+    const boots = [...text.matchAll(/lifeboat-records: resuming after record (\d+)/g)];
+    const lastBoot = boots[boots.length - 1];
+    if (!lastBoot || lastBoot.index === undefined) return undefined;
+    const acks = acksIn(text.slice(lastBoot.index));
+    const resumedAfter = Number(lastBoot[1]);
+    return { resumedAfter, lastAck: acks.length === 0 ? resumedAfter : (acks[acks.length - 1] as number) };
+  };
+  let failoverMachine: string;
+  let failoverRecords: { resumedAfter: number; lastAck: number };
+
   it('protects the running machine: points of both disks every few seconds, the data disk\'s hold every acknowledged record', async () => {
     const disk = `${itemId}.data`;
     const since = Date.now();
@@ -319,6 +356,103 @@ describe('end-to-end recovery of a tiny Linux machine (server, agent, QEMU; CLI 
     assert.equal(after.id, r.id);
     assert.equal(after.notes, 'e2e drill');
     assert.ok(after.cleanupJobId, 'the report names its cleanup job');
+  });
+
+  it('failover with source shutdown, change of point, commit; the old source is fenced', async () => {
+    const pointsBefore = points(`${itemId}.data`);
+    assert.ok(pointsBefore.length >= 3, `several points to choose from (${pointsBefore.length})`);
+    const job = okJson<Job>(['failover', 'start', itemId, '--point', 'latest-processed', '--shutdown-source']);
+    await watch(job.id);
+    assert.equal(item().state, 'failed-over');
+    // The source was shut down through its agent's shutdownCommand.
+    await until('the primary to be off', () => (primary.running() ? undefined : true), 60_000, diag);
+    const r = report({ item: itemId });
+    assert.equal(r.operation, 'failover');
+    assert.ok(r.machineId, 'the failover report names the replica machine');
+    failoverMachine = r.machineId;
+    const chosen = r.point?.disks.find((d) => d.disk === `${itemId}.data`);
+    assert.ok(chosen, JSON.stringify(r.point));
+    const booted = await until('the replica to resume the records workload', () => replicaRecords(failoverMachine), 300_000, () => machineConsole(failoverMachine).slice(-2000));
+    assert.ok(booted.resumedAfter >= primary.ackedBefore(Date.parse(chosen.capturedAt)), 'the replica holds every record acknowledged before its point');
+
+    // Change of point: an earlier point; the replica restarts there.
+    const earlier = pointsBefore.filter((p) => Date.parse(p.capturedAt ?? p.createdAt) < Date.parse(chosen.capturedAt) - 2000);
+    const target = earlier[earlier.length - 1];
+    assert.ok(target, 'an earlier point of the data disk');
+    const targetImage = join(tmp.path, 'change-point.raw');
+    ok(['disk', 'restore', target.pointId, '--to', targetImage, '--store', store, '--passphrase-file', passFile]);
+    const targetHeld = verifyRecords(await readRecordsFile(targetImage), primary.ackedBefore(Date.parse(target.capturedAt ?? target.createdAt)));
+    const change = okJson<Job>(['failover', 'change-point', itemId, '--point', target.pointId]);
+    await watch(change.id);
+    assert.equal(item().state, 'failed-over');
+    const rebooted = await until(
+      'the replica to resume at the earlier point',
+      () => {
+        const rec = replicaRecords(failoverMachine);
+        return rec && rec.resumedAfter === targetHeld.count ? rec : undefined;
+      },
+      300_000,
+      () => machineConsole(failoverMachine).slice(-2000),
+    );
+    assert.equal(rebooted.resumedAfter, targetHeld.count, 'the replica runs on the chosen point\'s data');
+
+    // Commit: the other points are gone, the chosen ones stay.
+    const commit = okJson<Job>(['failover', 'commit', itemId]);
+    await watch(commit.id);
+    assert.equal(item().state, 'committed');
+    const left = points(`${itemId}.data`);
+    assert.deepEqual(left.map((p) => p.pointId), [target.pointId], 'only the committed point of the data disk is left');
+    assert.equal(points(`${itemId}.root`).length, 1, 'one point of the boot disk is left');
+
+    // The old source comes back (someone starts it): its agent stays fenced and no point is made from it.
+    await primary.start();
+    await primary.waitForAck(primary.lastAck() + 5);
+    await sleep(10_000);
+    assert.deepEqual(points(`${itemId}.data`).map((p) => p.pointId), [target.pointId], 'no point from the fenced source');
+    assert.match(agent?.log() ?? '', /fenced/, 'the agent was told it is fenced');
+    await primary.stop();
+    assert.equal(primary.running(), false);
+  });
+
+  it('reprotect, then failback: the records written after failover are back at the primary, the bytes shipped follow the change', async () => {
+    const job = okJson<Job>(['reprotect', itemId]);
+    await watch(job.id);
+    assert.equal(item().state, 'reprotected');
+
+    // The replica keeps writing while it is protected in reverse.
+    const now = replicaRecords(failoverMachine);
+    assert.ok(now, 'the replica runs its workload');
+    await until('the replica to write more records', () => {
+      const rec = replicaRecords(failoverMachine);
+      return rec && rec.lastAck >= now.lastAck + 20 ? rec : undefined;
+    }, 300_000);
+
+    const primaryBoots = primary.boots();
+    const failback = okJson<Job>(['failback', itemId]);
+    const done = await watch(failback.id);
+    // Everything the replica acknowledged before it was shut down.
+    failoverRecords = replicaRecords(failoverMachine) as { resumedAfter: number; lastAck: number };
+    assert.ok(failoverRecords.lastAck > failoverRecords.resumedAfter + 20, JSON.stringify(failoverRecords));
+    assert.deepEqual(qemuProcesses(failoverMachine), [], 'the replica machine is stopped');
+
+    // The primary was started by its agent (startCommand) on the written-back disks.
+    await primary.waitForBoot(primaryBoots, 300_000);
+    const resumed = [...primary.consoleTail(1_000_000).matchAll(/lifeboat-records: resuming after record (\d+)/g)];
+    assert.ok(Number(resumed[resumed.length - 1]?.[1]) >= failoverRecords.lastAck, `the primary resumed after the replica's last record ${failoverRecords.lastAck}`);
+    await primary.waitForAck(failoverRecords.lastAck + 3);
+    verifyRecords(await readRecordsFile(primary.dataFile), failoverRecords.lastAck);
+
+    const shipped = bytesShipped(done, report({ item: itemId }));
+    const recordBytes = (failoverRecords.lastAck - failoverRecords.resumedAfter) * 100;
+    assert.ok(shipped >= recordBytes, `bytes shipped ${shipped} cover the records written after failover (${recordBytes})`);
+    assert.ok(shipped < DATA_DISK_BYTES / 4, `bytes shipped ${shipped} are far below the disks' size`);
+
+    await until('the item to be protected again', () => (item().state === 'protected' ? true : undefined), 300_000, diag);
+    const since = Date.now();
+    const next = await until('a new point from the primary', () => points(`${itemId}.data`).find((p) => Date.parse(p.capturedAt ?? p.createdAt) > since), 120_000, diag);
+    const image = join(tmp.path, 'after-failback.raw');
+    ok(['disk', 'restore', next.pointId, '--to', image, '--store', store, '--passphrase-file', passFile]);
+    verifyRecords(await readRecordsFile(image), Math.max(failoverRecords.lastAck, primary.ackedBefore(Date.parse(next.capturedAt ?? next.createdAt))));
   });
 });
 
