@@ -1,10 +1,12 @@
 import type { ChangeTracker, Cut } from '../changetracking/tracker.js';
-import type { AgentMode } from '../core/model.js';
+import type { AgentCommandResult, AgentMode } from '../core/model.js';
+import { join } from 'node:path';
 import { asLifeboatError, LifeboatError, isLifeboatError } from '../core/errors.js';
 import type { Welcome } from '../protocol/messages.js';
 import { systemClock, type Clock } from './clock.js';
 import type { AgentConfig, AgentFileConfig, DiskSpec } from './config.js';
-import { Freezer } from './freeze.js';
+import { Freezer, processRunner, type CommandRunner } from './freeze.js';
+import { blockDigests, openDiskFile, rebuildDigestMap, writeBlocks } from './reverse.js';
 import { MAX_SEGMENT_DATA_BYTES, pieceFlags, piecesOf } from './segments.js';
 import { StateDir, type DiskState } from './state.js';
 import { TokenBucket } from './throttle.js';
@@ -56,6 +58,11 @@ export type AgentEvent =
   | { readonly event: 'heartbeat-failed'; readonly code: string; readonly message: string }
   | { readonly event: 'config'; readonly paused: boolean; readonly throttleBytesPerSec: number; readonly generation: number; readonly mode: AgentMode }
   | { readonly event: 'mode'; readonly mode: AgentMode }
+  | { readonly event: 'command'; readonly kind: 'shutdown' | 'start'; readonly id: string; readonly ok: boolean; readonly error: string | null }
+  | { readonly event: 'reverse-digests'; readonly session: string; readonly request: string; readonly disks: readonly string[] }
+  | { readonly event: 'reverse-written'; readonly session: string; readonly lastSequence: number; readonly bytes: number }
+  | { readonly event: 'reverse-error'; readonly code: string; readonly message: string }
+  | { readonly event: 'digest-map-rebuilt'; readonly disk: string }
   | { readonly event: 'stopped' };
 
 export interface AgentOptions {
@@ -84,6 +91,12 @@ export interface AgentOptions {
   readonly maxSegmentBytes?: number;
   readonly version?: string;
   readonly onEvent?: (event: AgentEvent) => void;
+  /** Runs the machine's shutdown and start commands (default: child processes). */
+  readonly runner?: CommandRunner;
+  /** In reverse mode, how long to wait before asking again when nothing is queued (default 1 s). */
+  readonly reversePollMs?: number;
+  /** Bytes of blocks asked for per reverse batch (default 4 MiB). */
+  readonly reverseBatchBytes?: number;
 }
 
 /** A cut taken and not yet shipped. */
@@ -185,6 +198,11 @@ export class Agent {
   private round: Promise<void> | undefined;
   /** The mode obeyed now: follows the vault's (config.mode) once the session has ended and the trackers are where the mode needs them. */
   private mode: AgentMode = 'replicate';
+  /** The last shutdown / start request run (persisted: each id runs once). */
+  private commands: { shutdown: AgentCommandResult | null; start: AgentCommandResult | null };
+  private commandRunning = false;
+  /** The digest request of the reverse session answered last (a new one asks again). */
+  private digestsPosted: string | undefined;
 
   constructor(private readonly options: AgentOptions) {
     this.clock = options.clock ?? systemClock;
@@ -200,6 +218,7 @@ export class Agent {
     this.bucket = new TokenBucket(this.clock, this.effectiveRate());
     this.slots = new Slots(options.window ?? 8);
     this.freezer = options.freezer ?? new Freezer(options.config.freeze, this.clock);
+    this.commands = this.state.commandResults();
     this.disks = options.config.disks.map((spec) => {
       const saved = this.state.diskState(spec.name);
       const state: DiskState = saved ?? {
@@ -260,7 +279,7 @@ export class Agent {
         lastError: d.lastError === null ? null : d.lastError.slice(0, 4000),
       };
     });
-    return { disks, version: this.options.version ?? '0.0.0', mode: this.mode };
+    return { disks, version: this.options.version ?? '0.0.0', mode: this.mode, shutdown: this.commands.shutdown, start: this.commands.start };
   }
 
   /** Sends one heartbeat and obeys the answer; on failure the last config stays in force. */
@@ -268,6 +287,7 @@ export class Agent {
     try {
       const config = await this.options.vault.heartbeat(this.identity.credential, this.report());
       this.applyConfig(config);
+      void this.runRequests();
       return true;
     } catch (err) {
       const e = asLifeboatError(err, 'SERVER_UNREACHABLE');
@@ -321,8 +341,9 @@ export class Agent {
     if (this.started) throw new LifeboatError('INTERNAL', 'Agent.run() was called twice');
     this.started = true;
     this.stopSignal = signal;
-    // In reverse mode the disks are written by the vault's blocks: no tracker is opened until replication resumes.
-    this.mode = modeOf(this.config) === 'reverse' ? 'reverse' : 'replicate';
+    // In reverse mode the disks are written by the vault's blocks: no tracker is opened until replication resumes
+    // (and, when reverse replication wrote them, their digest maps are rebuilt first).
+    this.mode = modeOf(this.config) === 'reverse' || this.state.reverseMarker() ? 'reverse' : 'replicate';
     if (this.mode === 'replicate') for (const d of this.disks) await this.openTracker(d);
     this.emit({ event: 'started', disks: this.disks.map((d) => d.spec.name) });
     const heartbeats = this.heartbeatLoop(signal);
@@ -387,9 +408,23 @@ export class Agent {
     let attempt = 0;
     while (!signal.aborted) {
       const wanted = modeOf(this.config);
-      if (wanted !== this.mode) await this.enterMode(wanted);
+      if (wanted !== this.mode) {
+        try {
+          await this.enterMode(wanted);
+        } catch (err) {
+          // E.g. a digest map that could not be rebuilt: stay out of replication and try again.
+          const e = asLifeboatError(err, 'TRACKER_FAILED');
+          this.emit({ event: 'reverse-error', code: e.code, message: e.message });
+          await this.clock.sleep(this.options.maxBackoffMs ?? 5000, AbortSignal.any([signal, this.wake.signal]));
+          continue;
+        }
+      }
+      if (this.mode === 'reverse') {
+        await this.reverseRound(signal);
+        continue;
+      }
       if (this.mode !== 'replicate') {
-        // Fenced (the item failed over) or reverse: nothing is shipped and no session is open.
+        // Fenced (the item failed over): nothing is shipped and no session is open.
         await this.clock.sleep(1000, AbortSignal.any([signal, this.wake.signal]));
         continue;
       }
@@ -460,6 +495,17 @@ export class Agent {
       }
     }
     if (mode === 'replicate') {
+      const marker = this.state.reverseMarker();
+      if (marker) {
+        // The disks were written by reverse replication and now equal the store's newest point:
+        // the digest maps say so, and the trackers go on from there (docs/recovery.md).
+        for (const d of this.disks) {
+          if (d.spec.file === undefined) continue;
+          await rebuildDigestMap(d.spec, join(this.state.path, 'disks', d.spec.name, 'tracker'), `reverse-${marker.session}`.replace(/[^A-Za-z0-9_-]/g, '-').slice(0, 64));
+          this.emit({ event: 'digest-map-rebuilt', disk: d.spec.name });
+        }
+        this.state.saveReverseMarker(undefined);
+      }
       for (const d of this.disks) {
         if (d.tracker) continue;
         try {
@@ -475,6 +521,96 @@ export class Agent {
     this.emit({ event: 'mode', mode });
     // Tell the vault at once (it waits for the agent to be in reverse mode before it queues blocks).
     void this.heartbeat();
+  }
+
+  /**
+   * One round of reverse replication: post the digests the vault asks for, pull a batch
+   * of blocks, write and fsync them, acknowledge. Errors are reported and retried after
+   * a pause: the vault keeps every block until it is acknowledged.
+   */
+  private async reverseRound(signal: AbortSignal): Promise<void> {
+    const r = this.config.reverse;
+    const vault = this.options.vault;
+    const pause = (ms: number) => this.clock.sleep(ms, AbortSignal.any([signal, this.wake.signal]));
+    if (!r || !vault.reverseBatch || !vault.reverseAck || !vault.reverseDigests) {
+      await pause(1000);
+      return;
+    }
+    try {
+      if (this.state.reverseMarker()?.session !== r.session) this.state.saveReverseMarker({ session: r.session });
+      if (r.digestsWanted !== null && r.digestsWanted !== this.digestsPosted) {
+        for (const d of this.disks) {
+          const file = await openDiskFile(d.spec);
+          try {
+            const blocks = Math.ceil(file.sizeBytes / (64 * 1024));
+            for await (const piece of blockDigests(file, signal)) {
+              await vault.reverseDigests(this.identity.credential, {
+                session: r.session,
+                request: r.digestsWanted,
+                disk: d.spec.name,
+                sizeBytes: file.sizeBytes,
+                firstBlock: piece.firstBlock,
+                digests: piece.digests.toString('base64'),
+                last: piece.firstBlock + piece.digests.length / 32 >= blocks,
+              });
+            }
+            if (blocks === 0) {
+              await vault.reverseDigests(this.identity.credential, { session: r.session, request: r.digestsWanted, disk: d.spec.name, sizeBytes: 0, firstBlock: 0, digests: '', last: true });
+            }
+          } finally {
+            await file.close();
+          }
+        }
+        this.digestsPosted = r.digestsWanted;
+        this.emit({ event: 'reverse-digests', session: r.session, request: r.digestsWanted, disks: this.disks.map((d) => d.spec.name) });
+      }
+      const batch = await vault.reverseBatch(this.identity.credential, { session: r.session, maxBytes: this.options.reverseBatchBytes ?? 4 * 2 ** 20 });
+      if (batch.blocks.length === 0) {
+        await pause(this.options.reversePollMs ?? 1000);
+        return;
+      }
+      const blocks = batch.blocks.map((b) => ({ sequence: b.sequence, disk: b.disk, offset: b.offset, data: Buffer.from(b.data, 'base64') }));
+      const bytes = await writeBlocks(this.options.config.disks, blocks);
+      const last = Math.max(...blocks.map((b) => b.sequence));
+      await vault.reverseAck(this.identity.credential, { session: batch.session, sequence: last, bytes });
+      this.emit({ event: 'reverse-written', session: batch.session, lastSequence: last, bytes });
+    } catch (err) {
+      if (signal.aborted) return;
+      const e = asLifeboatError(err, 'SERVER_UNREACHABLE');
+      this.emit({ event: 'reverse-error', code: e.code, message: e.message });
+      await pause(this.options.maxBackoffMs ?? 5000);
+    }
+  }
+
+  /** Runs a shutdown or start request the vault made, once per id (the id is recorded before the command runs). */
+  private async runRequests(): Promise<void> {
+    if (this.commandRunning) return;
+    this.commandRunning = true;
+    try {
+      for (const kind of ['shutdown', 'start'] as const) {
+        const request = kind === 'shutdown' ? this.config.shutdownRequest : this.config.startRequest;
+        if (!request || this.commands[kind]?.id === request.id) continue;
+        const argv = kind === 'shutdown' ? this.options.config.machine.shutdownCommand : this.options.config.machine.startCommand;
+        let result: AgentCommandResult;
+        if (argv.length === 0) {
+          result = { id: request.id, ok: false, error: `agent.json has no machine.${kind}Command` };
+        } else {
+          // Recorded as done before it runs: a shutdown that takes the agent down with it is not run again at the next boot.
+          this.commands = { ...this.commands, [kind]: { id: request.id, ok: true, error: null } };
+          this.state.saveCommandResults(this.commands);
+          const [command, ...args] = argv as [string, ...string[]];
+          const out = await (this.options.runner ?? processRunner).run(command, args, AbortSignal.timeout(this.options.config.machine.timeoutMs));
+          result = out.code === 0 ? { id: request.id, ok: true, error: null } : { id: request.id, ok: false, error: `${command} exited ${out.code === null ? 'without a code (killed or not started)' : out.code}: ${out.stderr.trim().slice(0, 1000)}` };
+        }
+        this.commands = { ...this.commands, [kind]: result };
+        this.state.saveCommandResults(this.commands);
+        this.emit({ event: 'command', kind, ...result });
+        // Tell the vault at once: it waits for the outcome.
+        await this.heartbeat();
+      }
+    } finally {
+      this.commandRunning = false;
+    }
   }
 
   private welcomeAcked(transport: Transport, d: DiskRuntime): number {

@@ -10,16 +10,32 @@ import type { AgentConfig, AgentMode, AgentReverseRequest, ProcessServerEndpoint
  * {
  *   "disks": [{ "name": "root", "tracker": { "kind": "scan", "path": "/dev/vda" } }],
  *   "freeze": { "mountPoints": ["/"], "preScripts": [], "postScripts": [], "timeoutMs": 10000 },
- *   "maxBytesPerSec": 0
+ *   "maxBytesPerSec": 0,
+ *   "machine": { "shutdownCommand": ["systemctl", "poweroff"], "startCommand": [], "timeoutMs": 60000 }
  * }
  *
  * `tracker` is handed to the change-tracking registry as is: `kind` picks the
- * driver, the other keys are that driver's options.
+ * driver, the other keys are that driver's options. A disk's `file` is the image
+ * file or block device reverse replication writes (reprotect, failback) and reads
+ * for its digests; default: the tracker's `path`. `machine` holds the commands the
+ * vault may ask the agent to run once (argv, no shell): shut the machine down
+ * (failover) and start it (failback).
  */
 export interface DiskSpec {
   /** The disk's name on this machine: letters, digits, `-`, `_`, `.` (the store disk is `<itemId>.<name>`). */
   readonly name: string;
   readonly tracker: { readonly kind: TrackerKind; readonly [option: string]: unknown };
+  /** The disk's image file or block device for reverse replication; undefined when neither it nor the tracker's `path` names one. */
+  readonly file?: string;
+}
+
+export interface MachineSpec {
+  /** argv of the command that shuts this machine down (empty: none configured). */
+  readonly shutdownCommand: readonly string[];
+  /** argv of the command that starts the protected machine (empty: none configured). */
+  readonly startCommand: readonly string[];
+  /** A command still running after this long is killed and reported failed. */
+  readonly timeoutMs: number;
 }
 
 export interface FreezeSpec {
@@ -37,6 +53,7 @@ export interface AgentFileConfig {
   readonly freeze: FreezeSpec;
   /** Local cap on bytes sent per second, 0 = none; the vault's throttle applies too (the lower wins). */
   readonly maxBytesPerSec: number;
+  readonly machine: MachineSpec;
 }
 
 /** The vault's answer (src/core/model.ts): the same type on both sides of the API. */
@@ -44,6 +61,7 @@ export type { AgentConfig };
 export type ProcessServerAddress = ProcessServerEndpoint;
 
 export const DEFAULT_FREEZE_TIMEOUT_MS = 10_000;
+export const DEFAULT_MACHINE_COMMAND_TIMEOUT_MS = 120_000;
 const DISK_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 const KINDS: readonly TrackerKind[] = ['scan', 'journal', 'qemu'];
 const MODES: readonly AgentMode[] = ['replicate', 'fenced', 'reverse'];
@@ -65,7 +83,7 @@ function strings(v: unknown, what: string, path: string): string[] {
 /** Validates agent.json's parsed content; `path` names the file in errors. */
 export function parseAgentFileConfig(raw: unknown, path = 'agent.json'): AgentFileConfig {
   if (!isObject(raw)) invalid(path, 'must be a JSON object');
-  for (const key of Object.keys(raw)) if (!['disks', 'freeze', 'maxBytesPerSec'].includes(key)) invalid(path, `unknown key ${JSON.stringify(key)}`);
+  for (const key of Object.keys(raw)) if (!['disks', 'freeze', 'maxBytesPerSec', 'machine'].includes(key)) invalid(path, `unknown key ${JSON.stringify(key)}`);
   if (!Array.isArray(raw.disks) || raw.disks.length === 0) invalid(path, 'disks must list at least one disk');
   const names = new Set<string>();
   const disks = raw.disks.map((d: unknown, i: number): DiskSpec => {
@@ -75,7 +93,11 @@ export function parseAgentFileConfig(raw: unknown, path = 'agent.json'): AgentFi
     names.add(d.name);
     if (!isObject(d.tracker) || !KINDS.includes(d.tracker.kind as TrackerKind))
       invalid(path, `disks[${i}].tracker.kind must be one of ${KINDS.join(', ')}`);
-    return Object.freeze({ name: d.name, tracker: Object.freeze({ ...(d.tracker as DiskSpec['tracker']) }) });
+    for (const key of Object.keys(d)) if (!['name', 'tracker', 'file'].includes(key)) invalid(path, `unknown key disks[${i}].${key}`);
+    if (d.file !== undefined && (typeof d.file !== 'string' || !d.file.startsWith('/'))) invalid(path, `disks[${i}].file must be an absolute path`);
+    const trackerPath = typeof d.tracker.path === 'string' && d.tracker.path.length > 0 ? d.tracker.path : undefined;
+    const file = (d.file as string | undefined) ?? trackerPath;
+    return Object.freeze({ name: d.name, tracker: Object.freeze({ ...(d.tracker as DiskSpec['tracker']) }), ...(file === undefined ? {} : { file }) });
   });
   const f = raw.freeze ?? {};
   if (!isObject(f)) invalid(path, 'freeze must be an object');
@@ -86,8 +108,19 @@ export function parseAgentFileConfig(raw: unknown, path = 'agent.json'): AgentFi
   const maxBytesPerSec = raw.maxBytesPerSec ?? 0;
   if (typeof maxBytesPerSec !== 'number' || !Number.isSafeInteger(maxBytesPerSec) || maxBytesPerSec < 0)
     invalid(path, 'maxBytesPerSec must be a whole number ≥ 0 (0 = no limit)');
+  const m = raw.machine ?? {};
+  if (!isObject(m)) invalid(path, 'machine must be an object');
+  for (const key of Object.keys(m)) if (!['shutdownCommand', 'startCommand', 'timeoutMs'].includes(key)) invalid(path, `unknown key machine.${key}`);
+  const commandTimeoutMs = m.timeoutMs ?? DEFAULT_MACHINE_COMMAND_TIMEOUT_MS;
+  if (typeof commandTimeoutMs !== 'number' || !Number.isInteger(commandTimeoutMs) || commandTimeoutMs < 100 || commandTimeoutMs > 3_600_000)
+    invalid(path, 'machine.timeoutMs must be a whole number of milliseconds from 100 to 3600000');
   return Object.freeze({
     disks: Object.freeze(disks),
+    machine: Object.freeze({
+      shutdownCommand: Object.freeze(strings(m.shutdownCommand, 'machine.shutdownCommand', path)),
+      startCommand: Object.freeze(strings(m.startCommand, 'machine.startCommand', path)),
+      timeoutMs: commandTimeoutMs,
+    }),
     freeze: Object.freeze({
       mountPoints: Object.freeze(strings(f.mountPoints, 'freeze.mountPoints', path)),
       preScripts: Object.freeze(strings(f.preScripts, 'freeze.preScripts', path)),

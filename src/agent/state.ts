@@ -2,6 +2,7 @@ import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, r
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
 import { LifeboatError } from '../core/errors.js';
+import type { AgentCommandResult } from '../core/model.js';
 import { parseAgentConfig, type AgentConfig } from './config.js';
 
 /**
@@ -13,6 +14,8 @@ import { parseAgentConfig, type AgentConfig } from './config.js';
  *   identity/credential      bearer token for the agent routes, 0600
  *   identity/enrollment.json { version, machineId, itemId, vaultUrl, enrolledAt }
  *   config.json              the last AgentConfig the vault answered (kept while the vault is unreachable)
+ *   commands.json            { version, shutdown, start }: the last shutdown / start request run and its outcome
+ *   reverse.json             { version, session }: the disks were written by reverse replication (maps to rebuild)
  *   disks/<name>/state.json  { version, generation, nextSequence, inFlight, lastCommitted, lastAppConsistentAtMs }
  *
  * Every file is replaced atomically (temp, fsync, rename, directory fsync).
@@ -180,6 +183,27 @@ export class StateDir {
 
   saveDiskState(name: string, state: DiskState): void {
     writeFileAtomic(this.file('disks', name, 'state.json'), JSON.stringify({ version: STATE_VERSION, ...state }, null, 2) + '\n', 0o644);
+  }
+
+  /** The outcome of the last shutdown / start request run (commands.json), so a request is run once whatever restarts. */
+  commandResults(): { shutdown: AgentCommandResult | null; start: AgentCommandResult | null } {
+    const raw = readJson(this.file('commands.json')) as { shutdown?: AgentCommandResult | null; start?: AgentCommandResult | null } | undefined;
+    return { shutdown: raw?.shutdown ?? null, start: raw?.start ?? null };
+  }
+
+  saveCommandResults(results: { shutdown: AgentCommandResult | null; start: AgentCommandResult | null }): void {
+    writeFileAtomic(this.file('commands.json'), JSON.stringify({ version: STATE_VERSION, ...results }, null, 2) + '\n', 0o644);
+  }
+
+  /** The reverse session the disks were last written by (reverse.json), until the digest maps are rebuilt from them. */
+  reverseMarker(): { session: string } | undefined {
+    const raw = readJson(this.file('reverse.json')) as { session?: string } | undefined;
+    return typeof raw?.session === 'string' ? { session: raw.session } : undefined;
+  }
+
+  saveReverseMarker(marker: { session: string } | undefined): void {
+    if (marker) writeFileAtomic(this.file('reverse.json'), JSON.stringify({ version: STATE_VERSION, ...marker }) + '\n', 0o644);
+    else rmSync(this.file('reverse.json'), { force: true });
   }
 
   diskNames(): string[] {

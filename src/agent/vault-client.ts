@@ -52,6 +52,29 @@ export interface HeartbeatReport {
 export interface VaultClient {
   enroll(request: EnrollRequest): Promise<EnrollResponse>;
   heartbeat(credential: string, report: HeartbeatReport): Promise<AgentConfig>;
+  /** Reverse replication (docs/recovery.md); a client without them cannot be a reverse target. */
+  reverseDigests?(credential: string, piece: ReverseDigestsPiece): Promise<void>;
+  reverseBatch?(credential: string, request: { session: string; maxBytes: number }): Promise<ReverseBatch>;
+  reverseAck?(credential: string, ack: { session: string; sequence: number; bytes: number }): Promise<void>;
+}
+
+/** Part of one disk's digests: SHA-256 per 64 KiB block from `firstBlock`, base64. */
+export interface ReverseDigestsPiece {
+  readonly session: string;
+  /** The vault's request id (AgentConfig.reverse.digestsWanted). */
+  readonly request: string;
+  readonly disk: string;
+  readonly sizeBytes: number;
+  readonly firstBlock: number;
+  readonly digests: string;
+  /** The disk's last piece. */
+  readonly last: boolean;
+}
+
+/** Blocks to write, in sequence order; empty when the vault has nothing queued. */
+export interface ReverseBatch {
+  readonly session: string;
+  readonly blocks: readonly { readonly sequence: number; readonly disk: string; readonly offset: number; readonly data: string }[];
 }
 
 export interface HttpVaultClientOptions {
@@ -91,6 +114,20 @@ export class HttpVaultClient implements VaultClient {
 
   async heartbeat(credential: string, report: HeartbeatReport): Promise<AgentConfig> {
     return parseAgentConfig(await this.post('/api/v1/agents/self/heartbeat', report, credential));
+  }
+
+  async reverseDigests(credential: string, piece: ReverseDigestsPiece): Promise<void> {
+    await this.post('/api/v1/agents/self/reverse/digests', piece, credential);
+  }
+
+  async reverseBatch(credential: string, request: { session: string; maxBytes: number }): Promise<ReverseBatch> {
+    const raw = (await this.post('/api/v1/agents/self/reverse/batch', request, credential)) as Partial<ReverseBatch>;
+    if (typeof raw.session !== 'string' || !Array.isArray(raw.blocks)) throw new LifeboatError('API_ERROR', "the vault's reverse batch is malformed");
+    return raw as ReverseBatch;
+  }
+
+  async reverseAck(credential: string, ack: { session: string; sequence: number; bytes: number }): Promise<void> {
+    await this.post('/api/v1/agents/self/reverse/ack', ack, credential);
   }
 
   private post(path: string, body: unknown, bearer?: string): Promise<unknown> {

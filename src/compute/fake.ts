@@ -23,6 +23,8 @@ interface FakeMachine {
   console: string;
   /** The disks' content as the guest sees it (copied from the sources at create). */
   disks: Map<string, Buffer>;
+  /** With `trackChanges` (and the driver's `changeTracking` option): the 4 KiB blocks written since the last committed cut, per disk. */
+  dirty: Map<string, Set<number>>;
 }
 
 export interface FakeComputeOptions {
@@ -33,11 +35,17 @@ export interface FakeComputeOptions {
   /** Answers runInGuest; default: exit 0 with the command echoed. */
   readonly guest?: (id: string, command: string) => GuestCommandResult;
   readonly now?: () => Date;
+  /** openChanges() works for machines created with `trackChanges`: writes through `write()` are tracked. */
+  readonly changeTracking?: boolean;
 }
+
+const FAKE_TRACK_BYTES = 4096;
 
 export class FakeComputeDriver implements ComputeDriver {
   readonly name = 'fake' as const;
-  readonly capabilities = { boots: true, instantServe: true, guestCommands: true, changeTracking: false };
+  get capabilities() {
+    return { boots: true, instantServe: true, guestCommands: true, changeTracking: this.options.changeTracking === true };
+  }
   private readonly machines = new Map<string, FakeMachine>();
   private readonly waiters = new Set<() => void>();
 
@@ -71,7 +79,7 @@ export class FakeComputeDriver implements ComputeDriver {
       files: [],
       createdAt: (this.options.now ?? (() => new Date()))().toISOString(),
     };
-    this.machines.set(spec.id, { spec, status, console: '', disks });
+    this.machines.set(spec.id, { spec, status, console: '', disks, dirty: new Map([...disks.keys()].map((name) => [name, new Set<number>()])) });
     return status;
   }
 
@@ -160,8 +168,49 @@ export class FakeComputeDriver implements ComputeDriver {
     };
   }
 
-  async openChanges(): Promise<ChangeTracker> {
-    throw new LifeboatError('UNSUPPORTED', 'the fake compute driver does not track changes');
+  async openChanges(id: string, disk: string): Promise<ChangeTracker> {
+    const m = this.get(id);
+    if (this.options.changeTracking !== true || m.spec.trackChanges !== true) throw new LifeboatError('UNSUPPORTED', 'the fake compute driver does not track changes of this machine');
+    const dirty = m.dirty.get(disk);
+    const data = m.disks.get(disk);
+    if (!dirty || !data) throw new LifeboatError('NOT_FOUND', `machine ${id} has no disk ${disk}`);
+    let open = false;
+    let cuts = 0;
+    return {
+      kind: 'qemu',
+      capabilities: { pointInTime: true, exactExtents: true },
+      open: async () => ({ continuity: 'continuous' }),
+      settle: async () => {},
+      close: async () => {},
+      cut: async () => {
+        if (open) throw new LifeboatError('CONFLICT', 'a cut is open');
+        open = true;
+        const blocks = [...dirty].sort((a, b) => a - b);
+        dirty.clear();
+        // Point in time: the data as of the cut.
+        const extents = blocks.map((b) => ({ offset: b * FAKE_TRACK_BYTES, data: Buffer.from(data.subarray(b * FAKE_TRACK_BYTES, (b + 1) * FAKE_TRACK_BYTES)) }));
+        let settled = false;
+        return {
+          id: `fake-${++cuts}`,
+          sizeBytes: data.length,
+          capturedAtMs: Date.now(),
+          full: false,
+          estimatedBytes: extents.reduce((n, e) => n + e.data.length, 0),
+          changes: async function* () {
+            yield* extents;
+          },
+          commit: async () => {
+            settled = true;
+            open = false;
+          },
+          abort: async () => {
+            if (!settled) for (const b of blocks) dirty.add(b);
+            settled = true;
+            open = false;
+          },
+        };
+      },
+    };
   }
 
   /** Test hook: the guest writes to its disk. */
@@ -169,6 +218,8 @@ export class FakeComputeDriver implements ComputeDriver {
     const d = this.get(id).disks.get(disk);
     if (!d) throw new LifeboatError('NOT_FOUND', `machine ${id} has no disk ${disk}`);
     data.copy(d, offset);
+    const dirty = this.get(id).dirty.get(disk);
+    if (dirty && data.length > 0) for (let b = Math.floor(offset / FAKE_TRACK_BYTES); b <= Math.floor((offset + data.length - 1) / FAKE_TRACK_BYTES); b++) dirty.add(b);
   }
 
   private get(id: string): FakeMachine {

@@ -101,8 +101,12 @@ export const JOB_KINDS: Readonly<Record<JobKind, JobKindSpec>> = {
       s('Shut down the replica virtual machine', true),
       s('Fence the replica'),
       s('Synchronize the last changes'),
-      s('Start the primary machine'),
+      // Before the start: the agent's trackers must track the disk (its digest map equal to the
+      // newest point) before the primary machine writes to it again.
       s('Resume replication in the original direction'),
+      // Optional: replication already runs in the original direction; without an agent start
+      // command the operator starts the machine (the step's error says so).
+      s('Start the primary machine', true),
     ],
     resumable: true,
     cancellable: false,

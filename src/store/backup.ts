@@ -26,6 +26,8 @@ export interface BackupOptions {
   readonly breakLock?: boolean;
   readonly batchBytes?: number;
   readonly onProgress?: (p: Progress) => void;
+  /** The point's source position; default: the parent's (failback writes the replica as the newest point of the item's new generation). */
+  readonly source?: { readonly generation: number; readonly lastSequence: number };
 }
 
 export interface BackupResult {
@@ -126,7 +128,7 @@ export async function backupSource(repo: Repository, source: BlockSource, option
       chunkSizeBytes: cs,
       consistency: options.consistency ?? 'crash',
       parentPointId: parent?.pointId ?? null,
-      source: { generation: parent?.source.generation ?? 0, lastSequence: parent?.source.lastSequence ?? 0 },
+      source: options.source ?? { generation: parent?.source.generation ?? 0, lastSequence: parent?.source.lastSequence ?? 0 },
       origin: 'backup',
       stats: { dataChunks: index.ids.length / CHUNK_ID_BYTES - zeroChunks, zeroChunks, newChunks, bytesRead, bytesStored: writer.bytesStored },
     });

@@ -166,6 +166,36 @@ export async function pushInstall(options: PushInstallOptions): Promise<PushInst
   }
 }
 
+/**
+ * Runs one shell command as the account over SSH, with the host key checked as for
+ * push install (pinned or accepted on first sight); resolves with its stdout and the
+ * host key's fingerprint. Failover and failback use it to shut a machine down or start
+ * it when its agent cannot (docs/recovery.md). A non-zero exit is PUSH_INSTALL_FAILED
+ * at step "start", with the redacted end of stderr; no error carries a credential.
+ */
+export async function runRemoteCommand(
+  options: Pick<PushInstallOptions, 'host' | 'port' | 'username' | 'auth' | 'hostKey' | 'connectTimeoutMs' | 'timeoutMs'>,
+  command: string,
+): Promise<{ stdout: string; fingerprint: string }> {
+  const o = resolveOptions({ ...options, bundleDir: '', timeoutMs: options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS * 3 });
+  const secrets = secretsOf(options.auth);
+  const target = `${o.username}@${o.host}:${o.port}`;
+  const { client, fingerprint } = await connect(o, options.auth, target);
+  const fail: Fail = (message, details = {}, retryable, cause) =>
+    new LifeboatError('PUSH_INSTALL_FAILED', `the command on ${target} failed: ${redact(message, secrets)}`, {
+      details: { host: o.host, port: o.port, username: o.username, step: 'start', ...(redact(details, secrets) as Record<string, unknown>) },
+      ...(retryable === undefined ? {} : { retryable }),
+      ...(cause === undefined ? {} : { cause: redact(cause, secrets) }),
+    });
+  const timer = setTimeout(() => client.destroy(), o.timeoutMs);
+  try {
+    return { stdout: await run(client, command, fail), fingerprint };
+  } finally {
+    clearTimeout(timer);
+    client.end();
+  }
+}
+
 // ---- options -----------------------------------------------------------------
 
 interface Resolved {
