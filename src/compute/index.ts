@@ -4,13 +4,15 @@
  * image files, `auto` is qemu when QEMU is installed and export otherwise.
  * The fake is for unit tests and is never picked here.
  */
-import { LifeboatError } from '../core/errors.js';
 import type { ImageFormat } from '../export/index.js';
 import type { ComputeDriver } from './driver.js';
 import { ExportComputeDriver } from './export.js';
+import { QemuComputeDriver } from './qemu/driver.js';
+import { findOnPath } from './qemu/process.js';
 
 export type { ComputeDriver } from './driver.js';
 export { ExportComputeDriver } from './export.js';
+export { QemuComputeDriver } from './qemu/driver.js';
 
 export interface ComputeDriverOptions {
   /** Where the driver keeps its machines (overlays, sockets, console logs, exported images); created 0700. */
@@ -21,8 +23,8 @@ export interface ComputeDriverOptions {
 
 /** Creating a driver is cheap and probes nothing: whether KVM works is found out by trying, at the first boot. */
 export async function createComputeDriver(name: 'qemu' | 'export' | 'auto', options: ComputeDriverOptions): Promise<ComputeDriver> {
-  if (name === 'export' || name === 'auto') {
-    return new ExportComputeDriver({ stateDir: options.stateDir, format: options.exportFormat });
-  }
-  throw new LifeboatError('COMPUTE_UNAVAILABLE', `the ${name} compute driver is not built yet`);
+  const qemu = name === 'qemu' || (name === 'auto' && findOnPath('qemu-system-x86_64') !== undefined && findOnPath('qemu-img') !== undefined);
+  // A qemu driver without QEMU installed is still returned: probe() names the packages, create() fails with COMPUTE_UNAVAILABLE.
+  if (qemu) return new QemuComputeDriver({ stateDir: options.stateDir });
+  return new ExportComputeDriver({ stateDir: options.stateDir, format: options.exportFormat });
 }

@@ -60,6 +60,13 @@ export interface QemuTrackerOptions {
    * reported once.
    */
   readonly replicaIsEmpty?: boolean;
+  /**
+   * The disk's content at the first open is known to the consumer (a machine
+   * booted from a recovery point, the tracker opened before the guest ran): the
+   * first open's fresh bitmap counts as continuous, so the first cut reports
+   * only what was written since, not a full compare. Default false.
+   */
+  readonly trackedFromStart?: boolean;
 }
 
 const STATE_FILE = 'qemu-tracker.json';
@@ -195,9 +202,18 @@ class QemuTracker implements ChangeTracker {
       for (const id of await map.pending()) await map.drop(id);
       const fresh = bitmapName(epoch + 1);
       await view.addBitmap(fresh, this.persistent);
-      await this.saveState({ version: STATE_VERSION, node: this.options.node, epoch: epoch + 1, bitmap: fresh, needFull: true, lostReason: lost, inFlight: null });
+      const fromStart = saved === null && this.options.trackedFromStart === true;
+      await this.saveState({
+        version: STATE_VERSION,
+        node: this.options.node,
+        epoch: epoch + 1,
+        bitmap: fresh,
+        needFull: !fromStart,
+        lostReason: fromStart ? null : lost,
+        inFlight: null,
+      });
       this.pendingCutId = null;
-      return { continuity: 'lost', reason: lost };
+      return fromStart ? { continuity: 'continuous' } : { continuity: 'lost', reason: lost };
     }
 
     const state = saved as TrackerState;
