@@ -19,7 +19,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync, type Dirent } from 'node:fs';
-import { chmod, mkdir, truncate } from 'node:fs/promises';
+import { chmod, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { BIN, lifeboat, lifeboatServe, stop, type CliResult } from '../helpers/cli.js';
@@ -30,6 +30,7 @@ import { PrimaryMachine, buildPrimaryGuest, readRecordsFile, verifyRecords, PRIM
 
 const MiB = 2 ** 20;
 const DATA_DISK_BYTES = 64 * MiB;
+const SECOND_MARKER = 'LIFEBOAT-E2E-SECOND-BOOTED';
 
 interface PointRow {
   pointId: string;
@@ -358,6 +359,74 @@ describe('end-to-end recovery of a tiny Linux machine (server, agent, QEMU; CLI 
     assert.ok(after.cleanupJobId, 'the report names its cleanup job');
   });
 
+  it('a two-group recovery plan: a script, the first group, a manual step acknowledged, the second group; then cleanup of the whole plan', async () => {
+    // The second machine: a static copy of a guest image, protected with the scan tracker by a second agent.
+    const secondDir = join(tmp.path, 'second');
+    await mkdir(secondDir, { recursive: true });
+    const second = await buildGuestImage({ dir: secondDir, marker: SECOND_MARKER, payload: 'lifeboat-e2e-second', shell: true });
+    const p2 = await protect('web-2', { disks: [{ name: 'root', tracker: { kind: 'scan', path: second.imagePath } }] }, secondDir);
+    const agent2 = startAgent(p2.config, p2.stateDir);
+    await until('web-2 protected', () => (item(p2.itemId).state === 'protected' ? true : undefined), 300_000, () => agent2.log().slice(-3000));
+    ok(['drill', 'settings', p2.itemId, '--boot-marker', SECOND_MARKER, '--boot-timeout', '600']);
+
+    // The script step: an executable the administrator put in <data dir>/scripts/.
+    const scriptsDir = join(dataDir, 'scripts');
+    await mkdir(scriptsDir, { recursive: true });
+    const scriptLog = join(tmp.path, 'plan-script.log');
+    writeFileSync(join(scriptsDir, 'e2e-pre.sh'), `#!/bin/sh\necho "$LIFEBOAT_PLAN_ID $LIFEBOAT_OPERATION $LIFEBOAT_GROUP" >> '${scriptLog}'\n`);
+    await chmod(join(scriptsDir, 'e2e-pre.sh'), 0o755);
+
+    const planFile = join(tmp.path, 'plan.json');
+    const manualAction = 'check the web tier answers before the next group';
+    writeFileSync(
+      planFile,
+      JSON.stringify({
+        groups: [
+          { name: 'web', itemIds: [itemId], preScripts: ['e2e-pre.sh'], postScripts: [], manualActions: [manualAction] },
+          { name: 'backend', itemIds: [p2.itemId], preScripts: [], postScripts: [], manualActions: [] },
+        ],
+      }),
+    );
+    const plan = okJson<{ id: string }>(['plan', 'create', 'e2e-plan', '--vault', 'west', '--file', planFile]);
+
+    const job = okJson<Job>(['plan', 'test-failover', plan.id]);
+    // The job pauses at the manual step until it is acknowledged; the second group has not started.
+    const waiting = await until(
+      'the plan to wait at its manual step',
+      () => {
+        const j = okJson<Job>(['job', 'show', job.id]);
+        assert.notEqual(j.state, 'failed', JSON.stringify(j, null, 2));
+        const step = j.steps.findIndex((st) => st.state === 'running' && st.name.includes(manualAction));
+        return step >= 0 ? { job: j, step } : undefined;
+      },
+      600_000,
+      diag,
+    );
+    assert.equal(item().state, 'test-failover', 'the first group failed over before the manual step');
+    assert.equal(item(p2.itemId).state, 'protected', 'the second group waits for the manual step');
+    assert.match(readFileSync(scriptLog, 'utf8'), new RegExp(`^${plan.id} test-failover web$`, 'm'), 'the pre-script ran with the plan, operation and group');
+    const ackedAt = Date.now();
+    ok(['job', 'ack', job.id, '--step', String(waiting.step)]);
+    await watch(job.id);
+    assert.equal(item(p2.itemId).state, 'test-failover');
+
+    const r1 = report({ item: itemId });
+    const r2 = report({ item: p2.itemId });
+    for (const r of [r1, r2]) {
+      assert.equal(r.planId, plan.id, 'the drill ran for the plan');
+      assert.equal(r.outcome, 'passed', JSON.stringify({ ...r, consoleLog: r.consoleLog.slice(-1500) }));
+    }
+    assert.match(r2.consoleLog, new RegExp(SECOND_MARKER));
+    assert.ok(Date.parse(r2.startedAt) >= ackedAt - 1000, 'the second group started after the acknowledgement');
+
+    const cleanup = okJson<Job>(['plan', 'cleanup', plan.id]);
+    await watch(cleanup.id);
+    assert.equal(item().state, 'protected');
+    assert.equal(item(p2.itemId).state, 'protected');
+    for (const r of [r1, r2]) assert.deepEqual(qemuProcesses(r.machineId ?? 'no machine id'), [], `no QEMU of ${r.machineId} is left`);
+    await stopAgent(agent2);
+  });
+
   it('failover with source shutdown, change of point, commit; the old source is fenced', async () => {
     const pointsBefore = points(`${itemId}.data`);
     assert.ok(pointsBefore.length >= 3, `several points to choose from (${pointsBefore.length})`);
@@ -456,10 +525,3 @@ describe('end-to-end recovery of a tiny Linux machine (server, agent, QEMU; CLI 
   });
 });
 
-void truncate;
-void chmod;
-void mkdir;
-void existsSync;
-void buildGuestImage;
-void acksIn;
-void pathsNamed;
