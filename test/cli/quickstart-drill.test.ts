@@ -2,8 +2,10 @@
  * `lifeboat quickstart` end to end, from source: the store walkthrough, then an
  * all-in-one vault protecting the sample disk with an in-process agent and a drill
  * (test failover at the newest point, cleaned up). The printed report names a point
- * the vault's store really holds, with its RPO, the driver and the outcome; `--json`
- * prints exactly one JSON document; a second run reuses the store.
+ * the vault's store really holds, with its RPO, the driver and the outcome. With QEMU
+ * the test machine boots under it; with nothing on PATH (a machine without QEMU) the
+ * export driver writes the disk instead. `--json` prints exactly one JSON document;
+ * a second run reuses the store.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -11,14 +13,14 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { DrillReport } from '../../src/core/model.js';
-import { makeTempDir, repoRoot } from '../helpers/env.js';
+import { makeTempDir, repoRoot, requireTool } from '../helpers/env.js';
 
 const CLI = join(repoRoot, 'test', 'agent', 'lifeboat-cli.ts');
 const POINT_ID = /^[0-9A-Z]{26}$/;
 
-function quickstart(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+function quickstart(args: string[], env: Record<string, string> = {}): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'quickstart', ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'quickstart', ...args], { cwd: repoRoot, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -33,7 +35,9 @@ describe('lifeboat quickstart: the drill', () => {
   after(() => tmp.cleanup());
   const dir = join(tmp.path, 'qs');
 
-  it('protects the sample disk, runs a test failover, prints its report and cleans it up', async () => {
+  it('protects the sample disk, runs a test failover under QEMU, prints its report and cleans it up', async () => {
+    requireTool('qemu-system-x86_64', 'qemu-system-x86');
+    requireTool('qemu-img', 'qemu-utils');
     const startedMs = Date.now();
     const r = await quickstart(['--dir', dir]);
     assert.equal(r.status, 0, `quickstart exited ${r.status}\n${r.stdout}\n${r.stderr}`);
@@ -44,19 +48,23 @@ describe('lifeboat quickstart: the drill', () => {
     const point = /^ {8}point ([0-9A-Z]{26}) \((\S+), captured (\S+)\)/m.exec(r.stdout);
     assert.ok(point, `no point in the report:\n${r.stdout}`);
     assert.ok(Date.parse(point[3] as string) >= startedMs - 1000, `the drill's point was captured during this run: ${point[3]}`);
-    assert.match(r.stdout, /^ {8}RPO \d+ s, (RTO \d+ s|no boot \(the driver exports files\)), driver (qemu|export)/m, r.stdout);
+    // QEMU is installed: compute `auto` is qemu, and with no boot marker "booted" means started.
+    assert.match(r.stdout, /^ {8}RPO \d+ s, RTO \d+ s, driver qemu \((kvm|tcg)\), network isolated$/m, r.stdout);
     assert.match(r.stdout, /^cleanup test machine removed; drill report \S+ kept/m, r.stdout);
   });
 
-  it('--json prints one document whose drill report names a point in the vault store', async () => {
-    const r = await quickstart(['--dir', dir, '--json']);
+  it('without QEMU (nothing on PATH) the drill exports the disk; --json prints one document whose report names a point in the vault store', async () => {
+    const r = await quickstart(['--dir', dir, '--json'], { PATH: '/nonexistent' });
     assert.equal(r.status, 0, `quickstart --json exited ${r.status}\n${r.stdout}\n${r.stderr}`);
     const doc = JSON.parse(r.stdout) as { store: { created: boolean }; drill: { itemId: string; computeDriver: string; report: DrillReport; machineFiles: string[]; machinesLeft: number } };
     assert.equal(doc.store.created, false, 'the second run reuses the store');
     const report = doc.drill.report;
     assert.equal(report.outcome, 'passed', JSON.stringify(report));
     assert.equal(report.operation, 'test-failover');
-    assert.equal(report.driver, doc.drill.computeDriver);
+    assert.equal(doc.drill.computeDriver, 'export');
+    assert.equal(report.driver, 'export');
+    assert.equal(report.rtoSeconds, null, 'nothing boots');
+    assert.ok(doc.drill.machineFiles.length >= 1, 'the export driver wrote the disk');
     assert.equal(report.network, 'isolated');
     assert.ok(report.cleanupJobId, 'the cleanup is recorded on the report');
     assert.match(report.notes ?? '', /quickstart drill/, 'the cleanup kept the notes');
