@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { LifeboatError } from '../../core/errors.js';
+import { createComputeDriver } from '../../compute/index.js';
 import { startProcessServer, type ProcessServer } from '../../process-server/server.js';
 import { DEFAULT_PROCESS_SERVER_PORT, startVaultServer } from '../../vault/server.js';
 import { createVaultLogger } from '../../vault/logging/logger.js';
@@ -15,6 +16,7 @@ interface ServerFlags extends StoreFlags {
   processServerPort: string;
   spoolDir?: string;
   spoolLimit: string;
+  compute: string;
 }
 
 /** How often the built-in process server's figures are recorded (database rows, spool alert, /metrics). */
@@ -31,12 +33,14 @@ export function register(program: Command, env: Env, signals: AbortSignal): void
     .option('--no-process-server', 'do not run the built-in process server')
     .option('--spool-dir <dir>', "the process server's spool (default <data dir>/spool)")
     .option('--spool-limit <size>', 'spool size limit (at 100 % agents are told to wait)', '10G')
+    .option('--compute <driver>', 'how recovered machines run: qemu (boots them here), export (writes their disks as image files) or auto (qemu when installed)', 'auto')
     .action(async (opts: ServerFlags) => {
       const m = /^(.*):(\d+)$/.exec(opts.listen);
       if (!m) throw new LifeboatError('USAGE', '--listen must be HOST:PORT');
       const psPort = Number(opts.processServerPort);
       if (!Number.isSafeInteger(psPort) || psPort < 0 || psPort > 65535) throw new LifeboatError('USAGE', '--process-server-port must be a port number (0 picks one)');
       const spoolLimitBytes = parseBytes(opts.spoolLimit);
+      if (opts.compute !== 'qemu' && opts.compute !== 'export' && opts.compute !== 'auto') throw new LifeboatError('USAGE', '--compute must be qemu, export or auto');
       const dataDir = opts.dataDir ?? env.env.LIFEBOAT_DATA_DIR ?? join(homedir(), '.local', 'share', 'lifeboat');
       const host = (m[1] as string).replace(/^\[|\]$/g, '');
       // Agents reach the process server at the public URL's host when one is set (docs/push-install.md), else at the listen host.
@@ -52,6 +56,7 @@ export function register(program: Command, env: Env, signals: AbortSignal): void
         pushInstall: env.env.LIFEBOAT_PUBLIC_URL ? { vaultUrl: env.env.LIFEBOAT_PUBLIC_URL } : {},
         // JSON lines on stderr, level from LIFEBOAT_LOG_LEVEL (docs/logging.md); stdout keeps the URL and token.
         logger,
+        compute: await createComputeDriver(opts.compute, { stateDir: join(dataDir, 'compute') }),
       });
       let processServer: ProcessServer | undefined;
       let report: NodeJS.Timeout | undefined;
