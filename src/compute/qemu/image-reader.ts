@@ -33,6 +33,8 @@ export interface ImageFileOptions {
 export async function openImageFile(options: ImageFileOptions): Promise<BlockSource> {
   const socketPath = join(options.socketDir, `read-${options.name}-${randomBytes(4).toString('hex')}.sock`);
   const image: Record<string, string> = { driver: options.format, 'file.driver': 'file', 'file.filename': options.path };
+  // A VHD's size is its footer's current size; qemu would size images from other writers by their CHS geometry (smaller).
+  if (options.format === 'vpc') image['force_size_calc'] = 'current_size';
   for (const [key, value] of Object.entries(options.backing ?? {})) image[`backing.${key}`] = value;
   const args = [
     '--read-only',
