@@ -155,16 +155,7 @@ async function onlyMachine(all: AllInOne, timeoutMs: number): Promise<MachineSta
 }
 
 async function drillSettings(all: AllInOne, itemId: string, bootMarker: string): Promise<void> {
-  await all.server.repos.drillSettings.put({
-    id: itemId,
-    subjectKind: 'item',
-    probes: [],
-    bootMarker,
-    bootTimeoutSeconds: BOOT_TIMEOUT_S,
-    scheduleEveryHours: null,
-    nextRunAt: null,
-    lastRunAt: null,
-  });
+  await all.api.request('PUT', `/api/v1/items/${itemId}/drill-settings`, { probes: [], bootMarker, bootTimeoutSeconds: BOOT_TIMEOUT_S, scheduleEveryHours: null });
 }
 
 function cutBytes(events: readonly { event: string; bytes?: number }[]): number {
@@ -188,7 +179,7 @@ async function runSize(guest: GuestImage, sizeGiB: number, options: RecoveryOpti
     await drillSettings(all, disk.itemId, pattern);
 
     const requested = performance.now();
-    const started = await all.api.post<{ job: Job; report: DrillReport }>(`/api/v1/items/${disk.itemId}/test-failover`, { point: { kind: 'latest-processed' } });
+    const started = await all.api.post<Job>(`/api/v1/items/${disk.itemId}/test-failover`, { point: { kind: 'latest-processed' } });
     let wallToMarkerS: number | null = null;
     let copyPercentAtMarker: number | null = null;
     try {
@@ -199,12 +190,9 @@ async function runSize(guest: GuestImage, sizeGiB: number, options: RecoveryOpti
     } catch (err) {
       log(`recovery: ${sizeGiB} GiB: no marker seen: ${(err as Error).message}`);
     }
-    const job = await all.waitForJob(started.job.id);
-    let report = started.report;
-    for (const deadline = Date.now() + BOOT_TIMEOUT_S * 1000; Date.now() < deadline; await sleep(200)) {
-      report = (await all.drillReports(disk.itemId)).find((r) => r.id === started.report.id) ?? report;
-      if (report.outcome !== 'running' || job.state !== 'succeeded') break;
-    }
+    // The job ends once the report's checks (the boot marker) are done.
+    const job = await all.waitForJob(started.id);
+    const report = await all.reportOf(disk.itemId, job.id);
     log(`recovery: ${sizeGiB} GiB: drill ${report.outcome}, report RTO ${report.rtoSeconds ?? '-'} s, marker after ${wallToMarkerS?.toFixed(1) ?? '-'} s`);
     const c0 = performance.now();
     await all.cleanupTestFailover(disk.itemId, report.id, `bench ${sizeGiB} GiB`);
@@ -258,8 +246,7 @@ async function runFailback(guest: GuestImage, options: RecoveryOptions, log: (m:
   const all = await AllInOne.start({ dir: join(dir, 'aio'), compute: 'qemu', logger: createVaultLogger({ level: 'warn' }), cutEverySeconds: options.cutEverySeconds });
   const step = async (what: string, path: string, body: unknown): Promise<{ job: Job; seconds: number }> => {
     const t0 = performance.now();
-    const answer = await all.api.post<Job | { job: Job }>(path, body);
-    const started = 'job' in answer ? answer.job : answer;
+    const started = await all.api.post<Job>(path, body);
     const job = await all.waitForJob(started.id, 1_800_000);
     if (job.state !== 'succeeded') throw new LifeboatError('COMPUTE_FAILED', `${what} ${job.state}: ${job.error ?? 'no error recorded'}`);
     const seconds = (performance.now() - t0) / 1000;
@@ -270,7 +257,7 @@ async function runFailback(guest: GuestImage, options: RecoveryOptions, log: (m:
     const disk = await all.protect(`failback-${diskGiB}g`, image, { timeoutMs: 1_800_000 });
     await drillSettings(all, disk.itemId, markerPattern(guest));
     const failover = await step('failover', `/api/v1/items/${disk.itemId}/failover`, { point: { kind: 'latest-processed' }, shutdownSource: false });
-    await step('commit', `/api/v1/items/${disk.itemId}/failover/commit`, {});
+    await step('commit', `/api/v1/items/${disk.itemId}/commit`, {});
     const reprotect = await step('reprotect', `/api/v1/items/${disk.itemId}/reprotect`, {});
     const machine = await onlyMachine(all, 60_000);
     // The guest powers off after its marker; stop it in any case so qemu-io may open the overlay.
