@@ -395,6 +395,21 @@ export class QemuComputeDriver implements ComputeDriver {
     return this.tracker(id, record, disk);
   }
 
+  /**
+   * Lets go of every machine without stopping it, as the process ending would:
+   * the sources' NBD servers and the QMP connections close, QEMU keeps running.
+   * A later driver on the same state directory finds the machines (list) and
+   * serves their sources again (adopt).
+   */
+  async release(): Promise<void> {
+    for (const [id, runtime] of this.runtimes) {
+      await runtime.lock.catch(() => undefined);
+      await runtime.nbd?.close();
+      await runtime.qmp?.close();
+      this.runtimes.delete(id);
+    }
+  }
+
   // ---- internals ----
 
   private runtime(id: string): Runtime {
