@@ -12,16 +12,15 @@
  *    start → boot marker) and this process's own wall clock from the request to the
  *    marker line on the console; then the cleanup.
  * 2. Bytes shipped by failback after a 1 % change on the replica: failover, commit,
- *    reprotect, random 4 KiB blocks written into the stopped replica's disk through
- *    QEMU (qemu-io on its overlay), failback; the bytes the job reports against the
- *    change and the disk size.
+ *    reprotect, then the running replica's guest writes 1 % of its disk as distinct
+ *    4 KiB blocks of random data spread over the disk past its partition (busybox dd
+ *    through the guest shell on the serial console, the compute driver's runInGuest),
+ *    then failback; the bytes the job reports against the change and the disk size.
  *
- * The guest prints its marker and powers off (it has no shell), which is why the
- * change on the replica is written offline through QEMU's block layer rather than by
- * the guest; the failback's final digest check finds every changed block whichever
- * way it was written.
+ * The guest keeps a root shell on its console after the marker (test/helpers/guest.ts
+ * `shell`), so a machine keeps running until it is stopped, as a real one does.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, mkdtempSync, openSync, rmSync, statSync, truncateSync, writeSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
@@ -42,8 +41,6 @@ export const RTO_GOAL_S = 30;
 /** How long a drill may take to reach its marker before the bench gives up on it. */
 const BOOT_TIMEOUT_S = 600;
 const BLOCK_BYTES = 4096;
-/** qemu-io commands per invocation (each one is an argument). */
-const QEMU_IO_BATCH = 2000;
 
 export interface RecoveryOptions {
   /** Disk sizes of the boot-time runs, GiB. */
@@ -80,6 +77,8 @@ export interface SizeResult {
   readonly accel: 'kvm' | 'tcg' | null;
   /** How much of the disk the background copy had made local when the marker was seen. */
   readonly copyPercentAtMarker: number | null;
+  /** The test failover job's steps and how long each took. */
+  readonly steps: readonly { readonly name: string; readonly seconds: number | null }[];
   /** POST cleanup → its job ended. */
   readonly cleanupS: number;
 }
@@ -207,6 +206,7 @@ async function runSize(guest: GuestImage, sizeGiB: number, options: RecoveryOpti
       wallToMarkerS,
       accel: report.accel,
       copyPercentAtMarker,
+      steps: job.steps.map((st) => ({ name: st.name, seconds: st.startedAt && st.endedAt ? (Date.parse(st.endedAt) - Date.parse(st.startedAt)) / 1000 : null })),
       cleanupS: (performance.now() - c0) / 1000,
     };
   } finally {
@@ -215,19 +215,30 @@ async function runSize(guest: GuestImage, sizeGiB: number, options: RecoveryOpti
   }
 }
 
-/** Distinct random 4 KiB blocks, `percent` of the disk, written into a qcow2 overlay through qemu-io. */
-function writeChange(overlay: string, diskBytes: number, percent: number): number {
-  const qemuIo = requireTool('qemu-io', 'qemu-utils');
-  const total = diskBytes / BLOCK_BYTES;
-  const count = Math.round((total * percent) / 100);
-  const blocks = new Set<number>();
-  while (blocks.size < count) blocks.add(randomBytes(6).readUIntBE(0, 6) % total);
-  const commands = [...blocks].map((b, i) => `write -P ${1 + (i % 255)} ${b * BLOCK_BYTES} 4k`);
-  for (let i = 0; i < commands.length; i += QEMU_IO_BATCH) {
-    const args = ['-f', 'qcow2', ...commands.slice(i, i + QEMU_IO_BATCH).flatMap((c) => ['-c', c]), overlay];
-    const r = spawnSync(qemuIo, args, { encoding: 'utf8', maxBuffer: 64 * MiB });
-    if (r.status !== 0) throw new Error(`qemu-io on ${overlay} exited ${r.status}: ${r.stderr.slice(-2000)}`);
-  }
+/**
+ * The replica's guest writes `percent` of its disk as distinct 4 KiB blocks of random
+ * data past the partition: the i-th goes to x = (i · 1000003 + seed) mod 2^k (2^k the
+ * largest power of two within the blocks there; an odd stride, so every x differs),
+ * scaled by blocks / 2^k (at least 1, so they still differ) to reach the whole disk.
+ * Returns the number of blocks written.
+ */
+async function writeChangeInGuest(all: AllInOne, machineId: string, diskBytes: number, percent: number, partitionEndBytes: number): Promise<number> {
+  const first = Math.ceil(partitionEndBytes / BLOCK_BYTES);
+  const blocks = diskBytes / BLOCK_BYTES - first;
+  const span = 2 ** Math.floor(Math.log2(blocks));
+  const count = Math.round((diskBytes / BLOCK_BYTES) * (percent / 100));
+  const seed = randomBytes(4).readUInt32BE(0) % span;
+  const script = [
+    `i=0`,
+    `while [ $i -lt ${count} ]; do`,
+    `dd if=/dev/urandom of=/dev/nvme0n1 bs=4096 count=1 seek=$(( ${first} + ((i * 1000003 + ${seed}) % ${span}) * ${blocks} / ${span} )) conv=notrunc 2>/dev/null || { echo dd failed; break; }`,
+    `i=$((i + 1))`,
+    `done`,
+    `sync`,
+    `echo wrote $i`,
+  ].join('; ');
+  const r = await all.server.compute.runInGuest(machineId, script, { timeoutMs: 3_600_000 });
+  if (r.exitCode !== 0 || !r.output.includes(`wrote ${count}`)) throw new LifeboatError('COMPUTE_FAILED', `the guest's writes failed (exit ${r.exitCode}): ${r.output.slice(-500)}`);
   return count;
 }
 
@@ -260,12 +271,9 @@ async function runFailback(guest: GuestImage, options: RecoveryOptions, log: (m:
     await step('commit', `/api/v1/items/${disk.itemId}/commit`, {});
     const reprotect = await step('reprotect', `/api/v1/items/${disk.itemId}/reprotect`, {});
     const machine = await onlyMachine(all, 60_000);
-    // The guest powers off after its marker; stop it in any case so qemu-io may open the overlay.
-    await all.server.compute.stop(machine.id, { graceful: false, timeoutMs: 30_000 });
-    const overlay = (await all.server.compute.status(machine.id)).files.find((f) => f.endsWith('.qcow2'));
-    if (overlay === undefined) throw new LifeboatError('NOT_FOUND', `the replica ${machine.id} has no qcow2 overlay among its files`);
-    const changedBlocks = writeChange(overlay, diskGiB * GiB, options.changePercent);
-    log(`recovery: wrote ${changedBlocks} random 4 KiB blocks into the replica's overlay`);
+    const w0 = performance.now();
+    const changedBlocks = await writeChangeInGuest(all, machine.id, diskGiB * GiB, options.changePercent, guest.partition.startBytes + guest.partition.sizeBytes);
+    log(`recovery: the replica's guest wrote ${changedBlocks} random 4 KiB blocks in ${((performance.now() - w0) / 1000).toFixed(0)} s`);
     const failback = await step('failback', `/api/v1/items/${disk.itemId}/failback`, {});
     const shipped = shippedBytesOf(failback.job);
     if (shipped === undefined) return { available: false, diskGiB, reason: 'the failback job records no bytes shipped' };
@@ -287,7 +295,7 @@ export async function runRecovery(options: RecoveryOptions, commandLine: string,
   const uptimeAtStart = uptime();
   const loadAtStart = loadavg()[0] ?? 0;
   log('recovery: building the guest image (cached after the first build)');
-  const guest = await buildGuestImage({ dir: join(BENCH_DIR, 'recovery-guest') });
+  const guest = await buildGuestImage({ dir: join(BENCH_DIR, 'recovery-guest'), shell: true });
   const sizes: SizeResult[] = [];
   for (const sizeGiB of options.sizesGiB) sizes.push(await runSize(guest, sizeGiB, options, log));
   const failback = options.failbackGiB > 0 ? await runFailback(guest, options, log) : null;
@@ -319,15 +327,17 @@ export function renderRecovery(r: RecoveryReport): string {
   );
   out.push(`- Per size a fresh all-in-one vault (qemu compute driver, SQLite, local-folder store), the agent's scan tracker on the image, a cut every ${r.options.cutEverySeconds} s`);
   out.push('- Initial replication ships only what the sparse image has allocated (holes are not read), so it grows with the data, not with the disk size');
+  const stepNames = r.sizes[0]?.steps.map((st) => st.name.replace(/^Prerequisites check.*/, 'prerequisites').toLowerCase()) ?? [];
+  if (stepNames.length > 0) out.push(`- Job steps: ${stepNames.join(' / ')} (the last one waits for the boot marker)`);
   out.push('');
   const base = r.sizes.find((s) => s.sizeGiB === 1) ?? r.sizes[0];
   const baseS = base?.wallToMarkerS ?? null;
-  out.push('| disk | allocated | initial replication s (shipped MiB) | test-failover → marker s (report) | (wall clock) | ratio to the first size | copied at marker | accel | outcome | cleanup s |');
-  out.push('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |');
+  out.push('| disk | allocated | initial replication s (shipped MiB) | test-failover → marker s (report) | (wall clock) | ratio to the first size | job steps s | copied at marker | accel | outcome | cleanup s |');
+  out.push('| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | --- | ---: |');
   for (const s of r.sizes) {
     const ratio = baseS !== null && s.wallToMarkerS !== null ? `${(s.wallToMarkerS / baseS).toFixed(2)}×` : '–';
     out.push(
-      `| ${s.sizeGiB} GiB | ${(s.allocatedBytes / MiB).toFixed(0)} MiB | ${f1(s.initialReplicationS)} (${(s.initialShippedBytes / MiB).toFixed(1)}) | ${s.reportRtoS ?? '–'} | ${f1(s.wallToMarkerS)} | ${ratio} | ${s.copyPercentAtMarker === null ? '–' : `${s.copyPercentAtMarker.toFixed(0)} %`} | ${s.accel ?? '–'} | ${s.outcome}${s.error ? ` (${s.error})` : ''} | ${f1(s.cleanupS)} |`,
+      `| ${s.sizeGiB} GiB | ${(s.allocatedBytes / MiB).toFixed(0)} MiB | ${f1(s.initialReplicationS)} (${(s.initialShippedBytes / MiB).toFixed(1)}) | ${s.reportRtoS ?? '–'} | ${f1(s.wallToMarkerS)} | ${ratio} | ${s.steps.map((st) => f1(st.seconds)).join(' / ')} | ${s.copyPercentAtMarker === null ? '–' : `${s.copyPercentAtMarker.toFixed(0)} %`} | ${s.accel ?? '–'} | ${s.outcome}${s.error ? ` (${s.error})` : ''} | ${f1(s.cleanupS)} |`,
     );
   }
   out.push('');
@@ -340,7 +350,7 @@ export function renderRecovery(r: RecoveryReport): string {
   if (fb === null) out.push('Failback: not run (--recovery-failback-size 0).');
   else if (!fb.available) out.push(`Failback after a ${r.options.changePercent} % change on a ${fb.diskGiB} GiB disk: not available: ${fb.reason}`);
   else {
-    out.push(`Failback after a ${r.options.changePercent} % change on a ${fb.diskGiB} GiB disk (${fb.changedBlocks} distinct random 4 KiB blocks written into the stopped replica's overlay with qemu-io):`, '');
+    out.push(`Failback after a ${r.options.changePercent} % change on a ${fb.diskGiB} GiB disk (${fb.changedBlocks} distinct 4 KiB blocks of random data written by the running replica's guest, busybox dd through its console shell):`, '');
     out.push('| changed | shipped by failback | shipped / changed | shipped / disk | failover s | reprotect s | failback s |');
     out.push('| ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
     out.push(
