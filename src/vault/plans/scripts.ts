@@ -72,7 +72,7 @@ export async function runScript(run: ScriptRun): Promise<void> {
         const why = run.signal.aborted
           ? 'was stopped: the vault is stopping'
           : e.killed && e.signal
-            ? `timed out after ${Math.round(run.timeoutMs / 1000)} s`
+            ? `timed out after ${run.timeoutMs >= 1000 ? `${Math.round(run.timeoutMs / 1000)} s` : `${run.timeoutMs} ms`}`
             : typeof e.code === 'number'
               ? `exited with code ${e.code}`
               : e.signal
