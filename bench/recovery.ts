@@ -94,7 +94,8 @@ export type FailbackResult =
       readonly reprotectS: number;
       readonly failbackS: number;
     }
-  | { readonly available: false; readonly diskGiB: number; readonly reason: string };
+  /** Not measured: the build lacks reverse replication (its routes answer NOT_FOUND or UNSUPPORTED), or a step failed (`failed`). */
+  | { readonly available: false; readonly diskGiB: number; readonly failed: boolean; readonly reason: string };
 
 export interface RecoveryReport {
   readonly commandLine: string;
@@ -276,12 +277,14 @@ async function runFailback(guest: GuestImage, options: RecoveryOptions, log: (m:
     log(`recovery: the replica's guest wrote ${changedBlocks} random 4 KiB blocks in ${((performance.now() - w0) / 1000).toFixed(0)} s`);
     const failback = await step('failback', `/api/v1/items/${disk.itemId}/failback`, {});
     const shipped = shippedBytesOf(failback.job);
-    if (shipped === undefined) return { available: false, diskGiB, reason: 'the failback job records no bytes shipped' };
+    if (shipped === undefined) return { available: false, diskGiB, failed: false, reason: 'the failback job records no bytes shipped' };
     return { available: true, diskGiB, changedBlocks, changedBytes: changedBlocks * BLOCK_BYTES, shippedBytes: shipped, failoverS: failover.seconds, reprotectS: reprotect.seconds, failbackS: failback.seconds };
   } catch (err) {
-    // A build without reverse replication answers its routes with NOT_FOUND or UNSUPPORTED.
-    if (isLifeboatError(err, 'NOT_FOUND') || isLifeboatError(err, 'UNSUPPORTED')) return { available: false, diskGiB, reason: (err as Error).message };
-    throw err;
+    // A build without reverse replication answers its routes with NOT_FOUND or UNSUPPORTED;
+    // any other failure is reported as one, after the boot-time figures it does not spoil.
+    const missing = isLifeboatError(err, 'NOT_FOUND') || isLifeboatError(err, 'UNSUPPORTED');
+    log(`recovery: failback part ${missing ? 'not available' : 'failed'}: ${(err as Error).message}`);
+    return { available: false, diskGiB, failed: !missing, reason: (err as Error).message };
   } finally {
     await all.close();
     rmSync(dir, { recursive: true, force: true });
@@ -348,7 +351,7 @@ export function renderRecovery(r: RecoveryReport): string {
   out.push('');
   const fb = r.failback;
   if (fb === null) out.push('Failback: not run (--recovery-failback-size 0).');
-  else if (!fb.available) out.push(`Failback after a ${r.options.changePercent} % change on a ${fb.diskGiB} GiB disk: not available: ${fb.reason}`);
+  else if (!fb.available) out.push(`Failback after a ${r.options.changePercent} % change on a ${fb.diskGiB} GiB disk: ${fb.failed ? 'FAILED' : 'not available'}: ${fb.reason}`);
   else {
     out.push(`Failback after a ${r.options.changePercent} % change on a ${fb.diskGiB} GiB disk (${fb.changedBlocks} distinct 4 KiB blocks of random data written by the running replica's guest, busybox dd through its console shell):`, '');
     out.push('| changed | shipped by failback | shipped / changed | shipped / disk | failover s | reprotect s | failback s |');
