@@ -1,9 +1,9 @@
-import { LifeboatError } from '../../../core/errors.js';
 import type { DrillSettings, PointChoice } from '../../../core/model.js';
 import { route, type JsonSchema } from '../route.js';
 import type { RouteModule } from '../types.js';
 import { DESCRIPTION_MAX_CHARS, MANUAL_ACTION_MAX_CHARS, MAX_GROUPS, MAX_ITEMS_PER_GROUP, MAX_MANUAL_ACTIONS_PER_GROUP, MAX_SCHEDULE_HOURS, MAX_SCRIPTS_PER_GROUP, type PlanInput, type PlanPatch, type PlanService } from '../../plans/service.js';
 import { jobSchema } from './jobs.js';
+import { drillSettingsSchema, pointChoiceSchema } from './recovery.js';
 import { idString, nameString, object, pageOf, pageQuery, timestamp } from './schemas.js';
 
 const scriptName: JsonSchema = { type: 'string', minLength: 1, maxLength: 255, pattern: '^[A-Za-z0-9._-]+$' };
@@ -27,61 +27,6 @@ export const planSchema = object({
   createdAt: timestamp,
   updatedAt: timestamp,
 });
-
-const probeSchema = object(
-  {
-    name: { type: 'string' },
-    kind: { type: 'string' },
-    port: { type: 'integer' },
-    command: { type: 'string' },
-    expectOutput: { type: 'string' },
-    timeoutSeconds: { type: 'integer' },
-  },
-  ['name', 'kind', 'timeoutSeconds'],
-);
-const drillSettingsSchema = object({
-  id: idString,
-  subjectKind: { type: 'string', enum: ['item', 'plan'] },
-  probes: { type: 'array', items: probeSchema },
-  bootMarker: { type: 'string', nullable: true },
-  bootTimeoutSeconds: { type: 'integer' },
-  scheduleEveryHours: { type: 'integer', nullable: true },
-  nextRunAt: { type: 'string', nullable: true },
-  lastRunAt: { type: 'string', nullable: true },
-  updatedAt: timestamp,
-});
-
-/** A recovery point choice as the API takes it: `kind`, and `pointId` or `at` where the kind needs one. */
-export const pointChoiceSchema = object(
-  {
-    kind: { type: 'string', enum: ['latest-processed', 'latest-app-consistent', 'latest', 'point', 'time'] },
-    pointId: idString,
-    at: { type: 'string', minLength: 1, maxLength: 40 },
-  },
-  ['kind'],
-);
-
-export interface PointChoiceBody {
-  readonly kind: PointChoice['kind'];
-  readonly pointId?: string;
-  readonly at?: string;
-}
-
-/** The body's choice as the model has it; VALIDATION when `pointId` or `at` is missing or out of place. */
-export function toPointChoice(body: PointChoiceBody | undefined): PointChoice {
-  if (!body) return { kind: 'latest-processed' };
-  const bad = (message: string): LifeboatError => new LifeboatError('VALIDATION', message, { details: { point: body } });
-  if (body.kind === 'point') {
-    if (!body.pointId || body.at !== undefined) throw bad("a point choice of kind 'point' needs pointId (and no at)");
-    return { kind: 'point', pointId: body.pointId };
-  }
-  if (body.kind === 'time') {
-    if (!body.at || body.pointId !== undefined || Number.isNaN(Date.parse(body.at))) throw bad("a point choice of kind 'time' needs at, an ISO-8601 time (and no pointId)");
-    return { kind: 'time', at: new Date(body.at).toISOString() };
-  }
-  if (body.pointId !== undefined || body.at !== undefined) throw bad(`a point choice of kind '${body.kind}' takes neither pointId nor at`);
-  return { kind: body.kind };
-}
 
 const params = object({ id: idString });
 
@@ -143,7 +88,7 @@ export function plansRoutes(plans: PlanService): RouteModule {
         schema: { params },
         handler: async (req) => plans.delete(req.params.id),
       });
-      route<{ id: string }, unknown, { point?: PointChoiceBody }>(app, {
+      route<{ id: string }, unknown, { point?: PointChoice }>(app, {
         id: 'plans.test-failover',
         method: 'POST',
         url: '/api/v1/plans/:id/test-failover',
@@ -153,7 +98,7 @@ export function plansRoutes(plans: PlanService): RouteModule {
         successStatus: 202,
         schema: { params, body: object({ point: pointChoiceSchema }, []), response: { 202: jobSchema } },
         handler: async (req, principal) =>
-          plans.start(req.params.id, { operation: 'test-failover', point: toPointChoice(req.body.point), initiator: principal.userId ?? principal.id }),
+          plans.start(req.params.id, { operation: 'test-failover', point: req.body.point ?? { kind: 'latest-processed' }, initiator: principal.userId ?? principal.id }),
       });
       route<{ id: string }, unknown, { notes?: string | null }>(app, {
         id: 'plans.cleanup-test-failover',
@@ -167,7 +112,7 @@ export function plansRoutes(plans: PlanService): RouteModule {
         handler: async (req, principal) =>
           plans.start(req.params.id, { operation: 'cleanup-test-failover', notes: req.body.notes ?? null, initiator: principal.userId ?? principal.id }),
       });
-      route<{ id: string }, unknown, { point?: PointChoiceBody; shutdownSource?: boolean }>(app, {
+      route<{ id: string }, unknown, { point?: PointChoice; shutdownSource?: boolean }>(app, {
         id: 'plans.failover',
         method: 'POST',
         url: '/api/v1/plans/:id/failover',
@@ -179,7 +124,7 @@ export function plansRoutes(plans: PlanService): RouteModule {
         handler: async (req, principal) =>
           plans.start(req.params.id, {
             operation: 'failover',
-            point: toPointChoice(req.body.point),
+            point: req.body.point ?? { kind: 'latest-processed' },
             shutdownSource: req.body.shutdownSource === true,
             initiator: principal.userId ?? principal.id,
           }),

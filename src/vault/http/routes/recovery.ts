@@ -79,7 +79,7 @@ export const drillReportSchema = object({
   endedAt: nullableTimestamp,
 });
 
-const drillSettingsSchema = object({
+export const drillSettingsSchema = object({
   id: idString,
   subjectKind: { type: 'string', enum: ['item', 'plan'] },
   probes: { type: 'array', items: probeSchema },
