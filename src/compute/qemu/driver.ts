@@ -40,14 +40,15 @@ import type { ChangeTracker } from '../../changetracking/tracker.js';
 import { NbdClient, nbdBlockSource } from '../../nbd/client.js';
 import { BASE_ALLOCATION } from '../../nbd/protocol.js';
 import { startNbdServer, type NbdServer } from '../../nbd/server.js';
-import type {
-  ComputeDriver,
-  DriverProbe,
-  GuestCommandResult,
-  MachineDiskSpec,
-  MachineSpec,
-  MachineState,
-  MachineStatus,
+import {
+  MACHINE_ID,
+  type ComputeDriver,
+  type DriverProbe,
+  type GuestCommandResult,
+  type MachineDiskSpec,
+  type MachineSpec,
+  type MachineState,
+  type MachineStatus,
 } from '../driver.js';
 import {
   checkId,
@@ -290,7 +291,7 @@ export class QemuComputeDriver implements ComputeDriver {
   }
 
   async destroy(id: string): Promise<void> {
-    if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(id)) return;
+    if (!MACHINE_ID.test(id)) return;
     await this.locked(id, async () => {
       await this.kill(id);
       const runtime = this.runtimes.get(id);
