@@ -161,14 +161,14 @@ export function recoveryHandlers(deps: RecoveryDeps, ops: Operations, sources: M
           ? { ok: true, bootedAtMs: null, probes: [], error: null }
           : { ok: false, bootedAtMs: null, probes: [], error: `the ${compute.name} compute driver does not boot machines, so the boot marker and probes cannot run` };
       } else {
-        // A failover of the item (a real disaster) interrupts the drill: it must never wait for one.
-        const watch = watchState(deps, step.item.id, 'test-failover', ctx.signal);
+        // A failover of the item (a real disaster), a cleanup or a cancel interrupts the checks: they never hold one up.
+        const watch = watchDrill(deps, step.item.id, ctx.job.id, ctx.signal);
         try {
           check = await checkBoot(compute, await compute.status(id), settings, step.params.startedAtMs ?? Date.now(), watch.signal);
         } finally {
           watch.stop();
         }
-        if (watch.left()) check = { ...check, ok: false, error: `the item left the drill (${watch.left()}) before its checks ended` };
+        if (watch.left()) check = { ...check, ok: false, error: `the drill was interrupted (${watch.left()}) before its checks ended` };
       }
       const rtoSeconds = check.bootedAtMs === null ? null : Math.max(0, Math.round((check.bootedAtMs - jobStartMs(ctx)) / 1000));
       await repos.drillReports.update(report.id, {
@@ -359,18 +359,16 @@ export function recoveryHandlers(deps: RecoveryDeps, ops: Operations, sources: M
   };
 }
 
-/** Aborts when the item leaves `state` (or `parent` aborts); `left()` says what it became. */
-function watchState(deps: RecoveryDeps, itemId: string, state: ItemState, parent: AbortSignal): { signal: AbortSignal; stop(): void; left(): string | null } {
+/** Aborts when the item leaves `test-failover`, the job stops running, or `parent` aborts; `left()` says why. */
+function watchDrill(deps: RecoveryDeps, itemId: string, jobId: string, parent: AbortSignal): { signal: AbortSignal; stop(): void; left(): string | null } {
   const controller = new AbortController();
   let became: string | null = null;
   const timer = setInterval(() => {
-    deps.repos.items
-      .get(itemId)
-      .then((item) => {
-        if (item.state !== state) {
-          became = item.state;
-          controller.abort();
-        }
+    Promise.all([deps.repos.items.get(itemId), deps.repos.jobs.get(jobId)])
+      .then(([item, job]) => {
+        if (item.state !== 'test-failover') became = `the item is now ${item.state}`;
+        else if (job.state !== 'running') became = `the job was ${job.state}`;
+        if (became !== null) controller.abort();
       })
       .catch(() => undefined);
   }, POLL_MS);

@@ -13,6 +13,7 @@ import type { PointManifest } from '../../../src/format/manifest.js';
 import { SEGMENT_APP_CONSISTENT } from '../../../src/format/segment.js';
 import { createVaultLogger } from '../../../src/vault/logging/logger.js';
 import { Operations } from '../../../src/vault/recovery/operations.js';
+import { waitFor } from '../replication/harness.js';
 import { bootBytes, startRecoveryVault, type RecoveryVault } from './harness.js';
 
 const MIN = 60_000;
@@ -237,6 +238,44 @@ describe('point choice and test failover', () => {
     const missing = await v.call('POST', `/api/v1/items/${v.item.id}/test-failover`, { point: { kind: 'time', at: '2001-01-01T00:00:00Z' } });
     assert.equal(missing.status, 404, missing.text);
     assert.equal((await v.server.repos.items.get(v.item.id)).state, 'protected');
+  });
+
+  it('a drill waiting for its boot marker is cancelled at once; waitForJob answers the ended job', async () => {
+    await v.call('PUT', `/api/v1/items/${v.item.id}/drill-settings`, { probes: [], bootMarker: 'NEVER-PRINTED', bootTimeoutSeconds: 600, scheduleEveryHours: null });
+    const res = await v.call('POST', `/api/v1/items/${v.item.id}/test-failover`, { point: { kind: 'latest-processed' } });
+    const id = String(res.json.id);
+    await waitFor('the drill to wait for its marker', async () => ((await v.server.repos.jobs.get(id)).steps[4]?.state === 'running' ? true : undefined));
+    const aborted = new AbortController();
+    aborted.abort();
+    await assert.rejects(operations(v).waitForJob(id, aborted.signal), { code: 'TIMEOUT' });
+    assert.equal((await v.call('POST', `/api/v1/jobs/${id}/cancel`, {})).status, 200);
+    const job = await operations(v).waitForJob(id);
+    assert.equal(job.state, 'cancelled');
+    // The check step notices the cancel and ends: the next job runs without waiting out the boot timeout.
+    const cleanup = await v.waitJob(String((await v.call('POST', `/api/v1/items/${v.item.id}/test-failover/cleanup`, {})).json.id));
+    assert.equal(cleanup.state, 'succeeded', JSON.stringify(cleanup));
+    const report = (await v.server.repos.drillReports.findByJob(id)) as DrillReport;
+    assert.equal(report.outcome, 'failed');
+    assert.match(String(report.error), /interrupted \((the job was cancelled|the item is now test-failover-cleanup)\)/);
+    assert.equal(v.fake.size, 0);
+  });
+
+  it('a failover interrupts a drill still waiting for its marker, cleans it up and takes over', async () => {
+    const res = await v.call('POST', `/api/v1/items/${v.item.id}/test-failover`, { point: { kind: 'latest-processed' } });
+    const drillId = String(res.json.id);
+    await waitFor('the drill to wait for its marker', async () => ((await v.server.repos.jobs.get(drillId)).steps[4]?.state === 'running' ? true : undefined));
+    const failover = await v.call('POST', `/api/v1/items/${v.item.id}/failover`, { point: { kind: 'latest-processed' } });
+    assert.equal(failover.status, 202, failover.text);
+    const job = await v.waitJob(String(failover.json.id));
+    assert.equal(job.state, 'succeeded', JSON.stringify(job));
+    const drill = await v.server.repos.jobs.get(drillId);
+    assert.equal(drill.state, 'failed');
+    assert.match(String(drill.error), /interrupted \(the item is now failing-over\)/);
+    assert.deepEqual(
+      (await v.fake.list()).map((m) => m.id),
+      [`failover-${v.item.id.toLowerCase()}`],
+    );
+    assert.equal((await v.server.repos.items.get(v.item.id)).state, 'failed-over');
   });
 });
 
