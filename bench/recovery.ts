@@ -15,7 +15,8 @@
  *    reprotect, then the running replica's guest writes 1 % of its disk as distinct
  *    4 KiB blocks of random data spread over the disk past its partition (busybox dd
  *    through the guest shell on the serial console, the compute driver's runInGuest),
- *    then failback; the bytes the job reports against the change and the disk size.
+ *    then failback; the bytes reverse replication shipped from the change to the end of
+ *    failback (GET /api/v1/items/:id/reverse) against the change and the disk size.
  *
  * The guest keeps a root shell on its console after the marker (test/helpers/guest.ts
  * `shell`), so a machine keeps running until it is stopped, as a real one does.
@@ -89,7 +90,12 @@ export type FailbackResult =
       readonly diskGiB: number;
       readonly changedBlocks: number;
       readonly changedBytes: number;
+      /** Reverse replication from the change to the end of failback: the continuous cuts after reprotect plus the failback job. */
       readonly shippedBytes: number;
+      /** Of which the failback job itself (its last cut and digest check). */
+      readonly failbackJobBytes: number;
+      /** What reprotect's first synchronization shipped (the blocks that differed at the point of failover). */
+      readonly reprotectBytes: number;
       readonly failoverS: number;
       readonly reprotectS: number;
       readonly failbackS: number;
@@ -243,10 +249,11 @@ async function writeChangeInGuest(all: AllInOne, machineId: string, diskBytes: n
   return count;
 }
 
-/** A job's shipped bytes, as the reverse operations record them on it. */
-function shippedBytesOf(job: Job): number | undefined {
-  const j = job as Job & { bytesShipped?: number; shippedBytes?: number };
-  return j.bytesShipped ?? j.shippedBytes;
+/** GET /api/v1/items/:id/reverse: what reverse replication shipped to the primary machine's agent, in all and per job. */
+interface ReverseStatus {
+  readonly bytesShipped: number;
+  readonly blocksShipped: number;
+  readonly jobs: Readonly<Record<string, { readonly bytes: number; readonly blocks: number }>>;
 }
 
 /** Failover, commit, reprotect, a `percent` change on the replica, failback: what failback shipped. */
@@ -272,13 +279,24 @@ async function runFailback(guest: GuestImage, options: RecoveryOptions, log: (m:
     await step('commit', `/api/v1/items/${disk.itemId}/commit`, {});
     const reprotect = await step('reprotect', `/api/v1/items/${disk.itemId}/reprotect`, {});
     const machine = await onlyMachine(all, 60_000);
+    const before = await all.api.get<ReverseStatus>(`/api/v1/items/${disk.itemId}/reverse`);
     const w0 = performance.now();
     const changedBlocks = await writeChangeInGuest(all, machine.id, diskGiB * GiB, options.changePercent, guest.partition.startBytes + guest.partition.sizeBytes);
     log(`recovery: the replica's guest wrote ${changedBlocks} random 4 KiB blocks in ${((performance.now() - w0) / 1000).toFixed(0)} s`);
     const failback = await step('failback', `/api/v1/items/${disk.itemId}/failback`, {});
-    const shipped = shippedBytesOf(failback.job);
-    if (shipped === undefined) return { available: false, diskGiB, failed: false, reason: 'the failback job records no bytes shipped' };
-    return { available: true, diskGiB, changedBlocks, changedBytes: changedBlocks * BLOCK_BYTES, shippedBytes: shipped, failoverS: failover.seconds, reprotectS: reprotect.seconds, failbackS: failback.seconds };
+    const after = await all.api.get<ReverseStatus>(`/api/v1/items/${disk.itemId}/reverse`);
+    return {
+      available: true,
+      diskGiB,
+      changedBlocks,
+      changedBytes: changedBlocks * BLOCK_BYTES,
+      shippedBytes: after.bytesShipped - before.bytesShipped,
+      failbackJobBytes: after.jobs[failback.job.id]?.bytes ?? 0,
+      reprotectBytes: after.jobs[reprotect.job.id]?.bytes ?? 0,
+      failoverS: failover.seconds,
+      reprotectS: reprotect.seconds,
+      failbackS: failback.seconds,
+    };
   } catch (err) {
     // A build without reverse replication answers its routes with NOT_FOUND or UNSUPPORTED;
     // any other failure is reported as one, after the boot-time figures it does not spoil.
@@ -354,10 +372,10 @@ export function renderRecovery(r: RecoveryReport): string {
   else if (!fb.available) out.push(`Failback after a ${r.options.changePercent} % change on a ${fb.diskGiB} GiB disk: ${fb.failed ? 'FAILED' : 'not available'}: ${fb.reason}`);
   else {
     out.push(`Failback after a ${r.options.changePercent} % change on a ${fb.diskGiB} GiB disk (${fb.changedBlocks} distinct 4 KiB blocks of random data written by the running replica's guest, busybox dd through its console shell):`, '');
-    out.push('| changed | shipped by failback | shipped / changed | shipped / disk | failover s | reprotect s | failback s |');
-    out.push('| ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+    out.push('| changed | shipped, change → failback done | of which the failback job | shipped / changed | shipped / disk | reprotect shipped | failover s | reprotect s | failback s |');
+    out.push('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
     out.push(
-      `| ${(fb.changedBytes / MiB).toFixed(1)} MiB | ${(fb.shippedBytes / MiB).toFixed(1)} MiB | ${(fb.shippedBytes / fb.changedBytes).toFixed(2)}× | ${((100 * fb.shippedBytes) / (fb.diskGiB * GiB)).toFixed(2)} % | ${f1(fb.failoverS)} | ${f1(fb.reprotectS)} | ${f1(fb.failbackS)} |`,
+      `| ${(fb.changedBytes / MiB).toFixed(1)} MiB | ${(fb.shippedBytes / MiB).toFixed(1)} MiB | ${(fb.failbackJobBytes / MiB).toFixed(1)} MiB | ${(fb.shippedBytes / fb.changedBytes).toFixed(2)}× | ${((100 * fb.shippedBytes) / (fb.diskGiB * GiB)).toFixed(2)} % | ${(fb.reprotectBytes / MiB).toFixed(1)} MiB | ${f1(fb.failoverS)} | ${f1(fb.reprotectS)} | ${f1(fb.failbackS)} |`,
     );
   }
   out.push('');
