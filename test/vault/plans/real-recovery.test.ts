@@ -2,14 +2,19 @@
  * A recovery plan over the vault's own item operations (src/vault/recovery) with
  * the fake compute driver and real recovery points: the plan's job waits for the
  * item's real test failover job (run by the same job runner), pauses at its manual
- * action, and its cleanup leaves no machine behind.
+ * action, and its cleanup leaves no machine behind; a scheduled item drill over the
+ * same operations raises and clears drill-failed.
  */
 import assert from 'node:assert/strict';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { currentStepIndex } from '../../../src/core/jobs.js';
-import type { Job } from '../../../src/core/model.js';
+import type { DrillSettings, Job } from '../../../src/core/model.js';
+import { createVaultLogger } from '../../../src/vault/logging/logger.js';
+import { DrillScheduler } from '../../../src/vault/plans/scheduler.js';
+import { PlanService } from '../../../src/vault/plans/service.js';
+import { Operations } from '../../../src/vault/recovery/operations.js';
 import { waitFor } from '../replication/harness.js';
 import { startRecoveryVault, type RecoveryVault } from '../recovery/harness.js';
 
@@ -65,5 +70,46 @@ describe('a recovery plan over the real item operations', () => {
     assert.equal(v.fake.size, 0, 'no machine left');
     assert.match((await v.server.repos.drillReports.get(report.id)).notes ?? '', /plan drill$/);
     assert.equal(readFileSync(out, 'utf8'), 'test-failover web\ncleanup-test-failover web\n');
+  });
+});
+
+describe('a scheduled item drill over the real item operations', () => {
+  let v: RecoveryVault;
+
+  before(async () => {
+    v = await startRecoveryVault('drill-real');
+    await v.pointsAt(Date.now() - 60_000, 0x55);
+  });
+  after(async () => v.stop());
+
+  it('a drill whose probe fails raises drill-failed with its report; the next passing drill clears it; the machine is always cleaned up', async () => {
+    const logger = createVaultLogger({ destination: { write: () => undefined } });
+    const deps = { repos: v.server.repos, stores: v.server.stores, replica: v.server.replica, agents: v.server.agents, compute: v.fake, now: v.clock.now, logger, dataDir: v.dataDir };
+    const operations = new Operations(deps);
+    const scheduler = new DrillScheduler({ repos: v.server.repos, operations, plans: new PlanService(v.server.repos, v.clock.now, v.dataDir), now: v.clock.now, logger });
+    const id = v.item.id;
+    const drill = async (probes: DrillSettings['probes']): Promise<DrillSettings> => {
+      await v.server.repos.drillSettings.put({ id, subjectKind: 'item', probes, bootMarker: null, bootTimeoutSeconds: 5, scheduleEveryHours: 6, nextRunAt: new Date(v.clock.now().getTime() - 1000).toISOString(), lastRunAt: null });
+      await scheduler.tick();
+      await scheduler.idle();
+      return v.server.repos.drillSettings.get(id);
+    };
+    // Nothing listens where the fake forwards the probe's port: the probe fails.
+    const failed = await drill([{ name: 'ssh', kind: 'tcp', port: 22, timeoutSeconds: 1 }]);
+    assert.ok(failed.lastRunAt);
+    const [report] = await v.server.repos.drillReports.listByItem(id);
+    assert.equal(report?.outcome, 'failed');
+    assert.equal(report?.trigger, 'schedule');
+    const alert = (await v.server.repos.alerts.list({ open: true, kind: 'drill-failed', subjectId: id }))[0];
+    assert.ok(alert?.message.includes(`report ${report.id}`), alert?.message);
+    assert.equal((await v.server.repos.items.get(id)).state, 'protected');
+    assert.equal(v.fake.size, 0, 'cleaned up after the failed drill');
+
+    const passed = await drill([]);
+    assert.ok(Math.abs(Date.parse(passed.nextRunAt!) - (v.clock.now().getTime() + 6 * 3600_000)) < 60_000);
+    assert.equal((await v.server.repos.drillReports.listByItem(id))[0]?.outcome, 'passed');
+    assert.deepEqual(await v.server.repos.alerts.list({ open: true, kind: 'drill-failed', subjectId: id }), []);
+    assert.equal(v.fake.size, 0);
+    await scheduler.stop();
   });
 });
