@@ -65,7 +65,7 @@ describe('lifeboat test-failover, failover and drill', () => {
     assert.equal(r.status, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /step 5\/5 Check the test virtual machine: succeeded/);
     assert.match(r.stdout, /drill report \S+: PASSED/);
-    assert.match(r.stdout, new RegExp(`sda\\s+${old[0]!.pointId}\\s+\\S+\\s+crash`));
+    assert.match(r.stdout, new RegExp(`${v.item.id}\\.sda\\s+${old[0]!.pointId}\\s+\\S+\\s+crash`));
     assert.match(r.stdout, /RPO:\s+30 min/);
     assert.match(r.stdout, /cmd-1\s+command\s+ok/);
     assert.match(r.stdout, /driver:\s+fake \(tcg\)/);
@@ -87,8 +87,9 @@ describe('lifeboat test-failover, failover and drill', () => {
     await cli('drill', 'settings', v.item.id, '--probe', 'cmd:cat /missing=>x', '--probe-timeout', '1', '--boot-marker', '');
     const r = await cli('test-failover', 'start', v.item.id, '--json');
     assert.equal(r.status, ERROR_CODES.DRILL_FAILED.exitCode, r.stderr);
-    const out = JSON.parse(r.stdout) as { job: Job; report: DrillReport };
-    assert.equal(out.job.state, 'failed');
+    const out = JSON.parse(r.stdout) as Job & { report: DrillReport };
+    assert.equal(out.state, 'failed');
+    assert.equal(out.report.jobId, out.id);
     assert.equal(out.report.outcome, 'failed');
     assert.equal(out.report.probes[0]?.ok, false);
     assert.match(r.stderr, /DRILL_FAILED: the drill of item .* failed: probe failed: cmd-1/);
@@ -103,7 +104,7 @@ describe('lifeboat test-failover, failover and drill', () => {
     assert.match(f.stdout, new RegExp(`replica machine failover-${v.item.id.toLowerCase()} \\(fake, network user\\): running`));
     const c = await cli('failover', 'change-point', v.item.id, '--point', new Date(Date.now() - 20 * MIN).toISOString());
     assert.equal(c.status, 0, c.stdout + c.stderr);
-    assert.match(c.stdout, new RegExp(`sda\\s+${old[0]!.pointId}`));
+    assert.match(c.stdout, new RegExp(`${v.item.id}\\.sda\\s+${old[0]!.pointId}`));
     assert.match(await v.fake.console(`failover-${v.item.id.toLowerCase()}`), new RegExp(bootBytes(0x81)));
     const m = await cli('failover', 'commit', v.item.id, '--json');
     assert.equal(m.status, 0, m.stderr);

@@ -48,7 +48,8 @@ export function register(program: Command, env: Env, signals: AbortSignal): void
       if (!opts.json) env.stdout.write(`test failover job ${job.id}\n`);
       const ended = await followJob(client, job.id, opts, env, signals);
       const report = await reportOfJob(client, item, job.id);
-      emit(opts, env, { job: ended, report: report ?? null }, report ? reportText(report) : `job ${ended.id} ${ended.state}; no drill report`);
+      // --json: the ended job, with its drill report.
+      emit(opts, env, { ...ended, report: report ?? null }, report ? reportText(report) : `job ${ended.id} ${ended.state}; no drill report`);
       if (ended.state === 'succeeded') return;
       if (report?.outcome === 'failed' && ended.steps.some((s) => s.name === 'Check the test virtual machine' && s.state === 'failed')) {
         throw new LifeboatError(

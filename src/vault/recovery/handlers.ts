@@ -1,4 +1,4 @@
-import { LifeboatError, asLifeboatError } from '../../core/errors.js';
+import { LifeboatError, asLifeboatError, isLifeboatError } from '../../core/errors.js';
 import { transition } from '../../core/item-state.js';
 import type { ChosenPoint, DrillReport, ItemState, ReplicatedItem } from '../../core/model.js';
 import type { StepContext, StepHandler, StepHandlers } from '../jobs/runner.js';
@@ -74,7 +74,7 @@ export function recoveryHandlers(deps: RecoveryDeps, ops: Operations, sources: M
     const repo = await deps.stores.openVaultStore(item.vaultId);
     for (const d of point.disks) {
       const m = await repo.findPoint(d.pointId);
-      if (m.disk !== storeDiskName(item.id, d.disk)) throw new LifeboatError('NOT_FOUND', `point ${d.pointId} is not a point of disk ${d.disk}`);
+      if (m.disk !== d.disk) throw new LifeboatError('NOT_FOUND', `point ${d.pointId} is not a point of disk ${d.disk}`);
     }
   };
 
@@ -110,14 +110,19 @@ export function recoveryHandlers(deps: RecoveryDeps, ops: Operations, sources: M
     return found;
   };
 
-  /** A drill step that fails marks the report failed with the reason (the cleanup keeps it). */
-  const drill = (handler: (ctx: StepContext, step: Step) => Promise<void>): StepHandler => {
+  /**
+   * A step of an operation with a report (test failover, failover): when it fails, the
+   * report is marked failed with the reason (a drill's cleanup keeps it). Not when the
+   * vault is stopping: the step then runs again, or the restart fails the job.
+   */
+  const reported = (states: readonly ItemState[], handler: (ctx: StepContext, step: Step) => Promise<void>): StepHandler => {
     return async (ctx) => {
       let step: Step | undefined;
       try {
-        step = await load(ctx, ['test-failover']);
+        step = await load(ctx, states);
         await handler(ctx, step);
       } catch (err) {
+        if (ctx.signal.aborted && !isLifeboatError(err, 'DRILL_FAILED')) throw err;
         const report = await reportOf(ctx, step?.params ?? (await ops.params(ctx.job.id))).catch(() => undefined);
         if (report && report.outcome === 'running') {
           await repos.drillReports.update(report.id, { outcome: 'failed', error: redact(asLifeboatError(err).message), endedAt: deps.now().toISOString() });
@@ -126,6 +131,13 @@ export function recoveryHandlers(deps: RecoveryDeps, ops: Operations, sources: M
       }
     };
   };
+  const drill = (handler: (ctx: StepContext, step: Step) => Promise<void>): StepHandler => reported(['test-failover'], handler);
+
+  /** The chosen point and its RPO (job start − the oldest capture) into the report. */
+  const reportPoint = async (ctx: StepContext, step: Step, point: ChosenPoint): Promise<void> => {
+    const rpoSeconds = Math.max(0, Math.round((jobStartMs(ctx) - oldestCapture(point)) / 1000));
+    await repos.drillReports.update((await reportOf(ctx, step.params)).id, { point, rpoSeconds });
+  };
 
   const testFailover: Record<string, StepHandler> = {
     'Prerequisites check for test failover': drill(async (_ctx, { item, params }) => {
@@ -133,9 +145,7 @@ export function recoveryHandlers(deps: RecoveryDeps, ops: Operations, sources: M
       if (params.chosen) await pointsExist(item, params.chosen);
     }),
     'Process data up to the recovery point': drill(async (ctx, step) => {
-      const point = await chosenPoint(ctx, step);
-      const rpoSeconds = Math.max(0, Math.round((jobStartMs(ctx) - oldestCapture(point)) / 1000));
-      await repos.drillReports.update((await reportOf(ctx, step.params)).id, { point, rpoSeconds });
+      await reportPoint(ctx, step, await chosenPoint(ctx, step));
     }),
     'Create the test virtual machine': drill(async (ctx, step) => {
       const point = requireChosen(ctx, step);
@@ -239,13 +249,14 @@ export function recoveryHandlers(deps: RecoveryDeps, ops: Operations, sources: M
 
   // ---- failover ------------------------------------------------------------
 
+  const failing = (handler: (ctx: StepContext, step: Step) => Promise<void>): StepHandler => reported(['failing-over'], handler);
+
   const failover: Record<string, StepHandler> = {
-    'Prerequisites check for failover': async (ctx) => {
-      const { item, params } = await load(ctx, ['failing-over']);
+    'Prerequisites check for failover': failing(async (_ctx, { item, params }) => {
       await driverAvailable();
       networkOf(item.compute.network);
       if (params.chosen) await pointsExist(item, params.chosen);
-    },
+    }),
     'Shut down the source machine': async (ctx) => {
       const { item, params } = await load(ctx, ['failing-over']);
       if (!params.shutdownSource) {
@@ -274,21 +285,30 @@ export function recoveryHandlers(deps: RecoveryDeps, ops: Operations, sources: M
         await new Promise((r) => setTimeout(r, POLL_MS));
       }
     },
-    'Process data up to the recovery point': async (ctx) => {
-      await chosenPoint(ctx, await load(ctx, ['failing-over']));
-    },
-    'Create the replica virtual machine': async (ctx) => {
-      const step = await load(ctx, ['failing-over']);
+    'Process data up to the recovery point': failing(async (ctx, step) => {
+      await reportPoint(ctx, step, await chosenPoint(ctx, step));
+    }),
+    'Create the replica virtual machine': failing(async (ctx, step) => {
       await createMachine(ctx, step.item, 'failover', requireChosen(ctx, step), networkOf(step.item.compute.network), { trackChanges: true });
-    },
-    'Start the replica virtual machine': async (ctx) => {
-      const { item } = await load(ctx, ['failing-over', 'failed-over']);
-      await startMachine(ctx, machineIdOf('failover', item.id));
+    }),
+    'Start the replica virtual machine': reported(['failing-over', 'failed-over'], async (ctx, { item, params }) => {
+      const id = machineIdOf('failover', item.id);
+      await startMachine(ctx, id);
+      // The failover's RTO: job start → the replica machine started.
+      const report = await reportOf(ctx, params);
+      if (report.outcome === 'running') {
+        await repos.drillReports.update(report.id, {
+          outcome: 'passed',
+          accel: (await compute.status(id)).accel,
+          rtoSeconds: Math.max(0, Math.round((deps.now().getTime() - jobStartMs(ctx)) / 1000)),
+          endedAt: deps.now().toISOString(),
+        });
+      }
       if (item.state === 'failing-over') {
         const next = transition(item, 'finish-failover');
         if (!(await repos.items.updateState(item.id, item.state, next.state))) throw new LifeboatError('CONFLICT', `item ${item.id} changed state during the failover`);
       }
-    },
+    }),
   };
 
   // ---- change of recovery point --------------------------------------------

@@ -162,7 +162,7 @@ export class MachineSources {
     try {
       const disks: MachineDiskSpec[] = [];
       for (const d of item.disks) {
-        const chosen = point.disks.find((p) => p.disk === d.name);
+        const chosen = point.disks.find((p) => p.disk === storeDiskName(item.id, d.name));
         if (!chosen) throw new LifeboatError('NOT_FOUND', `the recovery point of item ${item.id} has no point for disk ${d.name}`, { details: { item: item.id, disk: d.name } });
         const manifest = await repo.findPoint(chosen.pointId);
         if (manifest.disk !== storeDiskName(item.id, d.name)) {

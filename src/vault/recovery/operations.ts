@@ -4,7 +4,7 @@ import { JOB_KINDS } from '../../core/jobs.js';
 import type { ChosenPoint, DrillReport, Job, JobKind, PointChoice, ReplicatedItem } from '../../core/model.js';
 import { ENDED_JOB_STATES } from '../jobs/job-store.js';
 import { REPLICATING_STATES } from '../replica/processor.js';
-import { machineIdOf } from './machines.js';
+import { machineIdOf, networkName, networkOf } from './machines.js';
 import type { RecoveryDeps, RecoveryOperations, TestFailoverInput } from './module.js';
 import { resolvePoint } from './points.js';
 
@@ -44,34 +44,19 @@ export class Operations implements RecoveryOperations {
   constructor(private readonly deps: RecoveryDeps) {}
 
   async startTestFailover(itemId: string, input: TestFailoverInput): Promise<{ job: Job; report: DrillReport }> {
-    const { repos, now } = this.deps;
-    const item = await repos.items.get(itemId);
+    const item = await this.deps.repos.items.get(itemId);
     transition(item, 'start-test-failover');
     const chosen = await this.chooseAtRequest(item, input.point);
     const network = input.network ?? 'isolated';
     return this.apply(item, 'start-test-failover', input.initiator, async (jobs) => {
       const job = jobs.get('test-failover') as Job;
-      const report = await repos.drillReports.create({
-        itemId: item.id,
-        planId: input.planId ?? null,
+      const report = await this.newReport(item, job, {
         operation: 'test-failover',
         trigger: input.trigger ?? 'operator',
-        jobId: job.id,
-        cleanupJobId: null,
-        outcome: 'running',
+        planId: input.planId ?? null,
         point: chosen,
-        rpoSeconds: null,
-        rtoSeconds: null,
-        driver: this.deps.compute.name,
         network,
         machineId: machineIdOf('test', item.id),
-        accel: null,
-        probes: [],
-        consoleLog: '',
-        error: null,
-        notes: null,
-        startedAt: now().toISOString(),
-        endedAt: null,
       });
       await this.setParams(job.id, { point: input.point, chosen, network, reportId: report.id });
       return { job, report };
@@ -90,13 +75,23 @@ export class Operations implements RecoveryOperations {
   async startFailover(itemId: string, input: { point: PointChoice; shutdownSource: boolean; initiator: string; planId?: string | null }): Promise<Job> {
     const item = await this.deps.repos.items.get(itemId);
     transition(item, 'start-failover');
+    const network = networkName(networkOf(item.compute.network));
     const chosen = await this.chooseAtRequest(item, input.point);
     return this.apply(item, 'start-failover', input.initiator, async (jobs) => {
       const cleanup = jobs.get('cleanup-test-failover');
       // From a drill: its cleanup was queued first, so it runs before the replica machine is made.
       if (cleanup) await this.linkCleanup(item.id, cleanup.id, null);
       const job = jobs.get('failover') as Job;
-      await this.setParams(job.id, { point: input.point, chosen, shutdownSource: input.shutdownSource });
+      // The failover's report: its point, RPO, the time to the replica's start.
+      const report = await this.newReport(item, job, {
+        operation: 'failover',
+        trigger: input.planId ? 'plan' : 'operator',
+        planId: input.planId ?? null,
+        point: chosen,
+        network,
+        machineId: machineIdOf('failover', item.id),
+      });
+      await this.setParams(job.id, { point: input.point, chosen, shutdownSource: input.shutdownSource, reportId: report.id });
       return job;
     });
   }
@@ -146,6 +141,30 @@ export class Operations implements RecoveryOperations {
 
   async setParams(jobId: string, patch: JobParams): Promise<void> {
     await this.deps.repos.settings.set(jobParamsKey(jobId), { ...(await this.params(jobId)), ...patch });
+  }
+
+  private newReport(
+    item: ReplicatedItem,
+    job: Job,
+    fields: Pick<DrillReport, 'operation' | 'trigger' | 'planId' | 'point' | 'network' | 'machineId'>,
+  ): Promise<DrillReport> {
+    return this.deps.repos.drillReports.create({
+      ...fields,
+      itemId: item.id,
+      jobId: job.id,
+      cleanupJobId: null,
+      outcome: 'running',
+      rpoSeconds: null,
+      rtoSeconds: null,
+      driver: this.deps.compute.name,
+      accel: null,
+      probes: [],
+      consoleLog: '',
+      error: null,
+      notes: null,
+      startedAt: this.deps.now().toISOString(),
+      endedAt: null,
+    });
   }
 
   private async chooseAtRequest(item: ReplicatedItem, choice: PointChoice): Promise<ChosenPoint | null> {

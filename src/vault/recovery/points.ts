@@ -6,7 +6,8 @@ import { storeDiskName } from '../services/agents.js';
 
 /**
  * Choosing an item's recovery point (docs/recovery.md, "Choosing a recovery point"):
- * one point per disk of the item, in the item's disk order. `point` takes the named
+ * one point per disk of the item, in the item's disk order, each named by its store
+ * disk (`<itemId>.<disk>`, as `lifeboat point list` shows it). `point` takes the named
  * point on its own disk and, on the others, the newest point captured at or before
  * it; `time` takes on every disk the newest point captured at or before the time.
  * NOT_FOUND, naming the disk, when a disk has no such point. `latest` is
@@ -18,7 +19,7 @@ export async function resolvePoint(repo: Repository, item: ReplicatedItem, choic
     choice,
     disks: item.disks.map((d, i) => {
       const m = manifests[i] as PointManifest;
-      return { disk: d.name, pointId: m.pointId, capturedAt: pointCapturedAt(m), consistency: m.consistency };
+      return { disk: storeDiskName(item.id, d.name), pointId: m.pointId, capturedAt: pointCapturedAt(m), consistency: m.consistency };
     }),
   });
   const missing = (disk: string, what: string): LifeboatError =>

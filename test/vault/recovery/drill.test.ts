@@ -56,7 +56,8 @@ describe('point choice and test failover', () => {
     );
     assert.deepEqual(
       c.disks.map((d) => d.disk),
-      ['sda', 'sdb'],
+      [`${v.item.id}.sda`, `${v.item.id}.sdb`],
+      'each point is named by its store disk',
     );
     assert.equal(c.disks[1]!.capturedAt, new Date(t0 - 10 * MIN).toISOString());
   });

@@ -69,7 +69,20 @@ describe('failover, change of point, commit', () => {
       rows.map((r) => [r.id, r.purpose, r.network, r.state]),
       [[failoverId(), 'failover', 'user', 'running']],
     );
-    assert.equal((await v.server.repos.drillReports.listByItem(v.item.id))[0]?.cleanupJobId, cleanup?.id);
+    const [failoverReport, drillReport] = await v.server.repos.drillReports.listByItem(v.item.id);
+    assert.equal(drillReport?.cleanupJobId, cleanup?.id, 'the drill report names the cleanup the failover queued');
+    // The failover's own report: its point, RPO and the time to the replica's start.
+    assert.equal(failoverReport?.operation, 'failover');
+    assert.equal(failoverReport?.jobId, failover.id);
+    assert.equal(failoverReport?.outcome, 'passed');
+    assert.equal(failoverReport?.machineId, failoverId());
+    assert.equal(failoverReport?.network, 'user');
+    assert.deepEqual(
+      failoverReport?.point?.disks.map((d) => d.pointId),
+      newer.map((p) => p.pointId),
+    );
+    assert.equal(failoverReport?.rpoSeconds, Math.round((Date.parse(String(failover.startedAt)) - (t0 - 10 * MIN)) / 1000));
+    assert.ok(failoverReport?.rtoSeconds !== null && failoverReport!.rtoSeconds >= 0);
     assert.ok(!(await v.fake.list()).some((m) => m.id === testId()));
   });
 
