@@ -28,7 +28,8 @@ describe('lifeboat plan and lifeboat job ack', () => {
   });
   after(async () => v.stop());
 
-  const cli = async (args: string[]): Promise<Run> => {
+  /** Runs the CLI; `live` sees stdout as it is written. */
+  const cli = async (args: string[], live?: { out: string }): Promise<Run> => {
     let out = '';
     let err = '';
     const sink = (add: (s: string) => void) =>
@@ -40,7 +41,10 @@ describe('lifeboat plan and lifeboat job ack', () => {
       });
     const code = await main(args, {
       env: { LIFEBOAT_SERVER: v.server.url, LIFEBOAT_TOKEN: v.token, HOME: v.tmpDirOf(), XDG_CONFIG_HOME: v.tmpDirOf() },
-      stdout: sink((s) => (out += s)),
+      stdout: sink((s) => {
+        out += s;
+        if (live) live.out += s;
+      }),
       stderr: sink((s) => (err += s)),
     });
     return { code, out, err };
@@ -88,6 +92,22 @@ describe('lifeboat plan and lifeboat job ack', () => {
     const cleanup = await okJson<Job>(['plan', 'cleanup', plan.id, '--notes', 'looked fine']);
     assert.equal(cleanup.state, 'succeeded');
     assert.equal(cleanup.kind, 'recovery-plan');
+  });
+
+  it('job watch of a plan waiting on a manual action says what to do and how to acknowledge it, and follows the plan to its end', async () => {
+    const a = await v.item('cli-watch-1');
+    await okJson<RecoveryPlan>(['plan', 'create', 'watch-plan', '--vault', 'west', '--group', `g:${a.id}`, '--manual', 'g:call the network team']);
+    const job = await okJson<Job>(['plan', 'test-failover', 'watch-plan', '--no-wait']);
+    const live = { out: '' };
+    const watching = cli(['job', 'watch', job.id], live);
+    const deadline = Date.now() + 30_000;
+    while (!live.out.includes('lifeboat job ack') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.match(live.out, new RegExp(`job ${job.id} waits for a manual action: call the network team\nwhen it is done: lifeboat job ack ${job.id} --step 1\n`));
+    await ok(['job', 'ack', job.id, '--step', '1']);
+    const watched = await watching;
+    assert.equal(watched.code, 0, watched.err);
+    assert.match(watched.out, /job \S+ recovery-plan: succeeded/);
+    assert.equal(watched.out.match(/waits for a manual action/g)?.length, 1, 'the hint is printed once');
   });
 
   it('creates a plan from a file; failover with --shutdown-source; a failed job exits non-zero with its error', async () => {

@@ -5,6 +5,7 @@ import { connect } from '../api-client.js';
 import { emit, type Env } from '../context.js';
 import { apiCommand, type ApiFlags } from '../profile.js';
 import { jobText, stepsTable } from './job-show.js';
+import { ackHint, waitingManualAction } from './plan-common.js';
 
 const ENDED: readonly JobState[] = ['succeeded', 'failed', 'cancelled'];
 /** A stream that ends before the job does (server restart) is reopened this many times in a row at most. */
@@ -21,8 +22,10 @@ export function register(parent: Command, env: Env, signals: AbortSignal): void 
       const seen = new Map<string, string>();
       const show = (j: Job): void => {
         if (opts.json) return;
+        // A recovery plan waiting on a manual action: what to do, and how to acknowledge it.
+        const manual = waitingManualAction(j);
         if (tty) {
-          const text = `job ${j.id} ${j.kind}: ${j.state}\n${stepsTable(j)}\n`;
+          const text = `job ${j.id} ${j.kind}: ${j.state}\n${stepsTable(j)}\n${manual ? `${ackHint(j, manual)}\n` : ''}`;
           env.stdout.write((drawnLines > 0 ? `\x1b[${drawnLines}A\x1b[J` : '') + text);
           drawnLines = text.split('\n').length - 1;
           return;
@@ -34,6 +37,8 @@ export function register(parent: Command, env: Env, signals: AbortSignal): void 
         });
         if (seen.get('job') !== j.state) env.stdout.write(`job ${j.id} ${j.kind}: ${j.state}\n`);
         seen.set('job', j.state);
+        if (manual && seen.get('manual') !== `${manual.step}`) env.stdout.write(ackHint(j, manual) + '\n');
+        seen.set('manual', manual ? `${manual.step}` : '');
       };
       show(job);
       let reconnects = 0;
