@@ -1,4 +1,4 @@
-import { asLifeboatError } from '../../core/errors.js';
+import { asLifeboatError, isLifeboatError } from '../../core/errors.js';
 import type { DrillSettings, Job } from '../../core/model.js';
 import type { Repositories } from '../db/repositories/index.js';
 import type { VaultLogger } from '../logging/logger.js';
@@ -141,6 +141,8 @@ export class DrillScheduler {
       if (job.state !== 'succeeded') failure = `test failover job ${job.id} ${job.state}: ${job.error ?? 'no error given'}`;
     } catch (err) {
       if (this.stopped) return;
+      // Something else took the item between the look and the start: leave it alone.
+      if (!run && isLifeboatError(err, 'ILLEGAL_TRANSITION') && (await repos.items.get(item.id)).state !== 'protected') return this.later(settings, DRILL_RETRY_MS, null);
       failure = `${run ? 'the test failover' : 'the drill could not start'}: ${asLifeboatError(err).message}`;
     }
     // Always clean up what the drill made, whatever it showed.
@@ -183,6 +185,8 @@ export class DrillScheduler {
       if (job.state !== 'succeeded') failure = `plan job ${job.id} ${job.state}: ${job.error ?? 'no error given'}`;
     } catch (err) {
       if (this.stopped) return;
+      // An operator's job of the plan is queued or running: leave it alone.
+      if (!run && isLifeboatError(err, 'CONFLICT')) return this.later(settings, DRILL_RETRY_MS, null);
       failure = `${run ? 'the plan job' : 'the drill could not start'}: ${asLifeboatError(err).message}`;
     }
     let anyUp = false;

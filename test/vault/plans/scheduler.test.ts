@@ -147,4 +147,20 @@ describe('scheduled drills', () => {
     const shown = await v.call('GET', `/api/v1/plans/${planId}/drill-settings`);
     assert.equal(shown.json.lastRunAt, s.lastRunAt);
   });
+
+  it("leaves a plan alone while an operator's job of it runs, and tries again 10 minutes later", async () => {
+    const a = await v.item('plan-busy-1');
+    const created = await v.call('POST', '/api/v1/plans', { vaultId: v.vaultId, name: 'busy-plan', groups: [{ name: 'g', itemIds: [a.id], manualActions: ['wait for me'] }] });
+    const planId = String(created.json.id);
+    const operatorJob = await v.call('POST', `/api/v1/plans/${planId}/test-failover`, {});
+    await v.waitJob(String(operatorJob.json.id), (j) => j.steps[1]!.state === 'running');
+    await schedule(planId, 'plan');
+    const s = await runDue(planId, (now, before) => now.nextRunAt !== before.nextRunAt);
+    assert.equal(s.lastRunAt, null);
+    assert.ok(Math.abs(Date.parse(s.nextRunAt!) - (Date.now() + 10 * 60_000)) < 30_000, `retry in 10 min: ${s.nextRunAt}`);
+    assert.equal((await v.server.repos.jobs.list({ kind: 'recovery-plan' })).filter((j) => j.initiator === 'scheduler' && j.createdAt > String(operatorJob.json.createdAt)).length, 0);
+    assert.equal(await openAlert(planId), undefined);
+    assert.equal((await v.call('POST', `/api/v1/jobs/${String(operatorJob.json.id)}/acknowledge`, { step: 1 })).status, 200);
+    assert.equal((await v.waitJob(String(operatorJob.json.id))).state, 'succeeded');
+  });
 });
