@@ -224,7 +224,8 @@ export function recoveryHandlers(deps: RecoveryDeps, ops: Operations, sources: M
       if (await repos.recoveredMachines.find(id)) await repos.recoveredMachines.delete(id);
     },
     'Record the notes': async (ctx) => {
-      const step = await load(ctx, CLEANUP_STATES);
+      // `protected` too: run again after a restart that came between the state change and the step's end.
+      const step = await load(ctx, [...CLEANUP_STATES, 'protected']);
       const report = await cleanupReport(ctx, step);
       if (report) {
         const drillJob = await repos.jobs.find(report.jobId);

@@ -8,6 +8,8 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import type { MachineDiskSpec, MachineStatus } from '../../../src/compute/driver.js';
+import { FakeComputeDriver } from '../../../src/compute/fake.js';
 import type { Job } from '../../../src/core/model.js';
 import type { PointManifest } from '../../../src/format/manifest.js';
 import { openDatabase } from '../../../src/vault/db/open.js';
@@ -123,11 +125,27 @@ describe('failover, change of point, commit', () => {
   });
 });
 
+/** A fake whose machines keep reading their sources (like QEMU before its background copy ends): a restart must serve them again. */
+class DependentFake extends FakeComputeDriver {
+  readonly adopted: { id: string; firstBytes: string[] }[] = [];
+
+  override async status(id: string): Promise<MachineStatus> {
+    return { ...(await super.status(id)), independent: false, copyPercent: 40 };
+  }
+
+  override async adopt(id: string, disks: readonly MachineDiskSpec[]): Promise<MachineStatus> {
+    this.adopted.push({ id, firstBytes: await Promise.all(disks.map(async (d) => (await d.source.read(0, 16)).toString('hex'))) });
+    return super.adopt(id, disks);
+  }
+}
+
 describe('failover across a vault restart', () => {
   let v: RecoveryVault;
+  let fake: DependentFake;
 
   before(async () => {
-    v = await startRecoveryVault('recovery-restart');
+    fake = new DependentFake();
+    v = await startRecoveryVault('recovery-restart', fake);
     await v.pointsAt(Date.now() - 5 * MIN, 0x61);
     // The source's agent heartbeats: the failover waits for it to hear that it is fenced.
     await v.server.repos.agents.enroll({
@@ -185,9 +203,11 @@ describe('failover across a vault restart', () => {
     assert.match(await v.fake.console(`failover-${v.item.id.toLowerCase()}`), new RegExp(bootBytes(0x61)));
   });
 
-  it('a step run again finds the machine it made (create is recognised, not refused)', async () => {
+  it('a vault restart serves the running replica its recovery point again; a step run again finds the machine it made', async () => {
+    fake.adopted.length = 0;
     await v.restart();
     assert.equal(v.fake.size, 1);
+    assert.deepEqual(fake.adopted, [{ id: `failover-${v.item.id.toLowerCase()}`, firstBytes: [bootBytes(0x61), bootBytes(0x61)] }], 'adopted with a reader per disk, in disk order');
     const row = await v.server.repos.recoveredMachines.get(`failover-${v.item.id.toLowerCase()}`);
     assert.equal(row.state, 'running');
     // A fresh process's view (nothing served yet): "Create the replica virtual machine" run again.

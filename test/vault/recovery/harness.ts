@@ -40,11 +40,11 @@ export interface RecoveryVault {
   stop(): Promise<void>;
 }
 
-export async function startRecoveryVault(prefix: string, fakeOptions: FakeComputeOptions = {}, retentionHours = 24): Promise<RecoveryVault> {
+export async function startRecoveryVault(prefix: string, fakeOptions: FakeComputeOptions | FakeComputeDriver = {}, retentionHours = 24): Promise<RecoveryVault> {
   const tmp = makeTempDir(prefix);
   const dataDir = join(tmp.path, 'vault');
   const clock = offsetClock();
-  const fake = new FakeComputeDriver(fakeOptions);
+  const fake = fakeOptions instanceof FakeComputeDriver ? fakeOptions : new FakeComputeDriver(fakeOptions);
   const open = () =>
     startVaultServer({
       dataDir,
