@@ -163,4 +163,26 @@ describe('scheduled drills', () => {
     assert.equal((await v.call('POST', `/api/v1/jobs/${String(operatorJob.json.id)}/acknowledge`, { step: 1 })).status, 200);
     assert.equal((await v.waitJob(String(operatorJob.json.id))).state, 'succeeded');
   });
+
+  it('a drill cut by a vault restart is finished after it: cleaned up and judged, not started again', async () => {
+    const item = await v.item('sched-restart');
+    v.world.jobMs = 3_600_000; // the test failover is still running when the vault stops
+    try {
+      await schedule(item.id, 'item');
+      const deadline = Date.now() + 30_000;
+      while (!v.world.calls.some((c) => c.itemId === item.id) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+      assert.equal((await v.server.repos.items.get(item.id)).state, 'test-failover');
+      v.world.jobMs = 100;
+      await v.restart();
+    } finally {
+      v.world.jobMs = 150;
+    }
+    const deadline = Date.now() + 30_000;
+    while ((await v.server.repos.drillSettings.get(item.id)).lastRunAt === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(v.world.calls.filter((c) => c.itemId === item.id).map((c) => c.op), ['test-failover', 'cleanup-test-failover'], 'one drill, cleaned up');
+    assert.equal((await v.server.repos.items.get(item.id)).state, 'protected');
+    const alert = await openAlert(item.id);
+    assert.match(alert?.message ?? '', /the vault restarted during/);
+  });
 });
