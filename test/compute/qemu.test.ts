@@ -24,6 +24,7 @@ import type { BlockSource } from '../../src/core/block-source.js';
 import { isLifeboatError } from '../../src/core/errors.js';
 import type { MachineSpec } from '../../src/compute/driver.js';
 import { QemuComputeDriver } from '../../src/compute/qemu/driver.js';
+import { QmpClient } from '../../src/changetracking/qemu/qmp.js';
 import { DiskFile } from '../../src/io/disk-file.js';
 import { hashSource, processesMentioning } from '../helpers/compute.js';
 import { makeTempDir, requireTool } from '../helpers/env.js';
@@ -343,7 +344,7 @@ describe('qemu driver', { concurrency: false }, () => {
     assert.equal(existsSync(join(stateDir, 'test-big')), false);
   });
 
-  test('adopt: a new driver on the same state directory serves the sources again and the copy completes', async () => {
+  test('adopt: a new driver on the same state directory serves the sources again and restarts the copy, which completes', async () => {
     const padded = join(tmp.path, 'padded.raw');
     await copyFile(image.imagePath, padded);
     await truncate(padded, 1024 * 1024 * 1024);
@@ -362,6 +363,16 @@ describe('qemu driver', { concurrency: false }, () => {
       assert.ok(before.copyPercent < 100);
       const pid = Number(await readFile(join(stateDir, 'test-adopt', 'qemu.pid'), 'utf8'));
 
+      // The copy job dies (as it does when its source stays away too long); through the second QMP socket, the driver holds the first.
+      const qmp = await QmpClient.connect({ socketPath: join(stateDir, 'test-adopt', 'qmp-changes.sock') });
+      try {
+        const cancelled = qmp.waitForEvent('BLOCK_JOB_CANCELLED', (d) => d['device'] === 'stream-0', 60_000);
+        await qmp.execute('block-job-cancel', { device: 'stream-0', force: true });
+        await cancelled;
+      } finally {
+        await qmp.close();
+      }
+
       await first.release(); // the vault process "ends": QEMU keeps running, nobody serves the source
       assert.deepEqual(await processesMentioning(join(stateDir, 'test-adopt', 'qemu.pid')), [pid], 'QEMU outlived its driver');
 
@@ -369,6 +380,8 @@ describe('qemu driver', { concurrency: false }, () => {
       const found = listed.find((m) => m.id === 'test-adopt');
       assert.equal(found?.state, 'running');
       assert.equal(found?.independent, false);
+      await assert.rejects(second.waitIndependent('test-adopt'), (err: unknown) => isLifeboatError(err, 'COMPUTE_FAILED') && /adopt/.test(err.message));
+      await assert.rejects(second.adopt('test-adopt', [{ name: 'other', source: paddedFile }]), (err: unknown) => isLifeboatError(err, 'VALIDATION'));
       const adopted = await second.adopt('test-adopt', [{ name: 'root', source: paddedFile }]);
       assert.equal(adopted.state, 'running');
       const done = await second.waitIndependent('test-adopt');
