@@ -107,10 +107,3 @@ function newestCaptured(points: readonly PointManifest[], atMs: number): PointMa
 export function oldestCapture(point: ChosenPoint): number {
   return Math.min(...point.disks.map((d) => Date.parse(d.capturedAt)));
 }
-
-/** A point choice as the operator wrote it (job parameters, logs). */
-export function describeChoice(choice: PointChoice): string {
-  if (choice.kind === 'point') return `point ${choice.pointId}`;
-  if (choice.kind === 'time') return `time ${choice.at}`;
-  return choice.kind;
-}
