@@ -396,6 +396,25 @@ describe('qemu driver', { concurrency: false }, () => {
     assert.deepEqual(await processesMentioning(join(stateDir, 'test-adopt')), []);
   });
 
+  test('a guest that powers off: waitForConsole fails with the console tail, the machine is stopped', async () => {
+    const plain = await buildGuestImage({ dir: join(tmp.path, 'plain') }); // prints its marker and powers off
+    const plainFile = await DiskFile.open(plain.imagePath);
+    try {
+      await driver.create({ id: 'test-poweroff', name: 'poweroff', disks: [{ name: 'root', source: plainFile }], network: { kind: 'none' } });
+      await driver.start('test-poweroff');
+      await assert.rejects(driver.waitForConsole('test-poweroff', /this-line-never-comes/, { timeoutMs: BOOT_TIMEOUT_MS }), (err: unknown) => {
+        assert.ok(isLifeboatError(err, 'COMPUTE_FAILED'), String(err));
+        assert.ok(err.message.includes(plain.expectedLine), 'the message quotes the console tail');
+        return true;
+      });
+      assert.equal((await driver.status('test-poweroff')).state, 'stopped');
+      await assert.rejects(driver.runInGuest('test-poweroff', 'true', { timeoutMs: 1000 }), (err: unknown) => isLifeboatError(err, 'COMPUTE_FAILED'));
+    } finally {
+      await driver.destroy('test-poweroff');
+      await plainFile.close();
+    }
+  });
+
   test('destroy leaves nothing of the machine', async () => {
     await driver.destroy(id);
     await driver.destroy(id);
