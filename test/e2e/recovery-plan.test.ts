@@ -62,7 +62,7 @@ describe('end-to-end recovery plan: two groups, a script step, a manual step (se
     );
     const plan = w.okJson<{ id: string }>(['plan', 'create', 'e2e-plan', '--vault', 'west', '--file', planFile]);
 
-    const job = w.okJson<Job>(['plan', 'test-failover', plan.id]);
+    const job = w.okJson<Job>(['plan', 'test-failover', plan.id, '--no-wait']);
     // The job pauses at the manual step until it is acknowledged; the second group has not started.
     const waiting = await w.until('the plan to wait at its manual step', () => {
       const j = w.okJson<Job>(['job', 'show', job.id]);
@@ -88,7 +88,7 @@ describe('end-to-end recovery plan: two groups, a script step, a manual step (se
     assert.match(r2.consoleLog, new RegExp(SECOND_MARKER));
     assert.ok(Date.parse(r2.startedAt) >= ackedAt - 1000, 'the second group started after the acknowledgement');
 
-    const cleanup = w.okJson<Job>(['plan', 'cleanup', plan.id]);
+    const cleanup = w.okJson<Job>(['plan', 'cleanup', plan.id, '--no-wait']);
     await w.watch(cleanup.id);
     assert.equal(w.item().state, 'protected');
     assert.equal(w.item(p2.itemId).state, 'protected');

@@ -21,6 +21,11 @@ import type { Job } from '../../src/core/model.js';
 import { PRIMARY_MARKER, readRecordsFile, verifyRecords } from '../helpers/machine.js';
 import { DATA_DISK_BYTES, RecoveryWorld, capturedMs, pathsNamed, qemuProcesses, sleep, type PointRow } from './world.js';
 
+/** A chosen point's disk, named by its store disk (`<itemId>.<name>`) or by its name. */
+function isDisk(disk: string, name: string): boolean {
+  return disk === name || disk.endsWith(`.${name}`);
+}
+
 /** The bytes shipped that a job or report states (the largest such count found). */
 function bytesShipped(...docs: unknown[]): number {
   let found = -1;
@@ -70,7 +75,7 @@ describe('end-to-end recovery of a tiny Linux machine (server, agent, QEMU; CLI 
     assert.ok(primaryPid !== null, 'the primary runs');
 
     const started = Date.now();
-    const job = w.okJson<Job>(['test-failover', 'start', itemId, '--point', 'latest-processed']);
+    const job = w.okJson<Job>(['test-failover', 'start', itemId, '--point', 'latest-processed', '--no-wait']);
     await w.watch(job.id);
 
     const r = w.report();
@@ -80,9 +85,9 @@ describe('end-to-end recovery of a tiny Linux machine (server, agent, QEMU; CLI 
     assert.equal(r.driver, 'qemu');
     assert.ok(r.machineId, 'the report names the test machine');
     const machineId = r.machineId;
-    const dataPoint = r.point?.disks.find((d) => d.disk === 'data');
+    const dataPoint = r.point?.disks.find((d) => isDisk(d.disk, 'data'));
     assert.ok(dataPoint, `the report names the data disk's point: ${JSON.stringify(r.point)}`);
-    assert.ok(r.point?.disks.some((d) => d.disk === 'root'), "and the boot disk's");
+    assert.ok(r.point?.disks.some((d) => isDisk(d.disk, 'root')), "and the boot disk's");
     const captured = capturedMs(dataPoint);
     assert.ok(captured <= started, 'latest-processed is a point made before the test failover started');
     assert.ok(r.rpoSeconds !== null && r.rpoSeconds >= 0 && r.rpoSeconds < 120, `RPO ${r.rpoSeconds} s`);
@@ -107,7 +112,7 @@ describe('end-to-end recovery of a tiny Linux machine (server, agent, QEMU; CLI 
     assert.equal(w.item().state, 'test-failover');
 
     // Cleanup: nothing of the test machine is left.
-    const cleanup = w.okJson<Job>(['test-failover', 'cleanup', itemId, '--notes', 'e2e drill']);
+    const cleanup = w.okJson<Job>(['test-failover', 'cleanup', itemId, '--notes', 'e2e drill', '--no-wait']);
     await w.watch(cleanup.id);
     assert.deepEqual(qemuProcesses(machineId), [], 'no QEMU process of the test machine');
     assert.deepEqual(pathsNamed(w.dataDir, machineId), [], 'nothing of the test machine under the data directory');
@@ -122,7 +127,7 @@ describe('end-to-end recovery of a tiny Linux machine (server, agent, QEMU; CLI 
     const { primary, itemId } = w;
     const pointsBefore = w.points('data');
     assert.ok(pointsBefore.length >= 3, `several points to choose from (${pointsBefore.length})`);
-    const job = w.okJson<Job>(['failover', 'start', itemId, '--point', 'latest-processed', '--shutdown-source']);
+    const job = w.okJson<Job>(['failover', 'start', itemId, '--point', 'latest-processed', '--shutdown-source', '--no-wait']);
     await w.watch(job.id);
     assert.equal(w.item().state, 'failed-over');
     // The source was shut down through its agent's shutdownCommand.
@@ -131,7 +136,7 @@ describe('end-to-end recovery of a tiny Linux machine (server, agent, QEMU; CLI 
     assert.equal(r.operation, 'failover');
     assert.ok(r.machineId, 'the failover report names the replica machine');
     failoverMachine = r.machineId;
-    const chosen = r.point?.disks.find((d) => d.disk === 'data');
+    const chosen = r.point?.disks.find((d) => isDisk(d.disk, 'data'));
     assert.ok(chosen, JSON.stringify(r.point));
     const booted = await w.until('the replica to resume the records workload', () => w.machineRecords(failoverMachine), 300_000, () => w.machineConsole(failoverMachine).slice(-2000));
     assert.ok(booted.resumedAfter >= primary.ackedBefore(capturedMs(chosen)), 'the replica holds every record acknowledged before its point');
@@ -142,7 +147,7 @@ describe('end-to-end recovery of a tiny Linux machine (server, agent, QEMU; CLI 
     assert.ok(target, 'an earlier point of the data disk');
     const targetHeld = verifyRecords(await readRecordsFile(w.restore(target.pointId, 'change-point')), primary.ackedBefore(capturedMs(target)));
     assert.ok(targetHeld.count < booted.resumedAfter, 'the earlier point holds fewer records');
-    const change = w.okJson<Job>(['failover', 'change-point', itemId, '--point', target.pointId]);
+    const change = w.okJson<Job>(['failover', 'change-point', itemId, '--point', target.pointId, '--no-wait']);
     await w.watch(change.id);
     assert.equal(w.item().state, 'failed-over');
     const rebooted = await w.until(
@@ -157,7 +162,7 @@ describe('end-to-end recovery of a tiny Linux machine (server, agent, QEMU; CLI 
     assert.equal(rebooted.resumedAfter, targetHeld.count, "the replica runs on the chosen point's data");
 
     // Commit: the other points are gone, the chosen ones stay.
-    const commit = w.okJson<Job>(['failover', 'commit', itemId]);
+    const commit = w.okJson<Job>(['failover', 'commit', itemId, '--no-wait']);
     await w.watch(commit.id);
     assert.equal(w.item().state, 'committed');
     assert.deepEqual(w.points('data').map((p) => p.pointId), [target.pointId], 'only the committed point of the data disk is left');
@@ -176,7 +181,7 @@ describe('end-to-end recovery of a tiny Linux machine (server, agent, QEMU; CLI 
   it('reprotect, then failback: the records written after failover are back at the primary, the bytes shipped follow the change', async () => {
     const { primary, itemId } = w;
     assert.ok(failoverMachine, 'the failover ran');
-    const job = w.okJson<Job>(['reprotect', itemId]);
+    const job = w.okJson<Job>(['reprotect', itemId, '--no-wait']);
     await w.watch(job.id);
     assert.equal(w.item().state, 'reprotected');
 
@@ -189,7 +194,7 @@ describe('end-to-end recovery of a tiny Linux machine (server, agent, QEMU; CLI 
     }, 300_000);
 
     const primaryBoots = primary.boots();
-    const failback = w.okJson<Job>(['failback', itemId]);
+    const failback = w.okJson<Job>(['failback', itemId, '--no-wait']);
     const done = await w.watch(failback.id);
     // Everything the replica acknowledged before it was shut down.
     const written = w.machineRecords(failoverMachine);
