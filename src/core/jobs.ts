@@ -30,8 +30,6 @@ export interface JobKindSpec {
   readonly resumable: boolean;
   /** Whether an operator may cancel it while it runs. */
   readonly cancellable: boolean;
-  /** Waits for other jobs (a recovery plan waits for its items' jobs): the runner runs it beside the queue, not in it. */
-  readonly waitsForJobs?: boolean;
 }
 
 const s = (name: string, optional = false): StepSpec => (optional ? { name, optional } : { name });
@@ -129,7 +127,6 @@ export const JOB_KINDS: Readonly<Record<JobKind, JobKindSpec>> = {
     steps: [],
     resumable: true,
     cancellable: false,
-    waitsForJobs: true,
   },
 };
 

@@ -148,14 +148,27 @@ export interface JobRunnerOptions {
   readonly onError?: (err: unknown) => void;
 }
 
+/** Jobs running at once, over all lanes (each lane runs one job at a time). */
+const MAX_RUNNING_JOBS = 16;
+
+/**
+ * A job's lane: the jobs of one item run one after the other, oldest first (a
+ * failover queued behind its drill's cleanup waits for it); jobs of different items,
+ * and jobs of no item (recovery plans, which wait for their items' jobs), run side
+ * by side, so a drill waiting for its machine to boot holds up no other item.
+ */
+function laneOf(job: Job): string {
+  return job.itemId === null ? `job:${job.id}` : `item:${job.itemId}`;
+}
+
 export class JobRunner {
   private readonly handlers: StepHandlers;
   private readonly pollIntervalMs: number;
   private readonly abort = new AbortController();
   private timer: NodeJS.Timeout | undefined;
   private current: Promise<void> = Promise.resolve();
-  /** Jobs running beside the queue (JOB_KINDS[kind].waitsForJobs). */
-  private readonly beside = new Set<Promise<void>>();
+  /** Lane → the job running in it. */
+  private readonly running = new Map<string, Promise<void>>();
   private stopped = false;
 
   constructor(private readonly options: JobRunnerOptions) {
@@ -163,7 +176,11 @@ export class JobRunner {
     this.pollIntervalMs = options.pollIntervalMs ?? 200;
   }
 
-  /** Resolves the jobs a previous run left running, then starts polling the queue. */
+  /**
+   * Resolves the jobs a previous run left running (the resumed ones go on in the
+   * background: a vault restart does not wait for a failover to finish before it
+   * answers), then starts polling the queue.
+   */
   async start(): Promise<{ resumed: string[]; failed: string[] }> {
     const { repos, now } = this.options;
     const resumed: string[] = [];
@@ -172,9 +189,12 @@ export class JobRunner {
       const decision = resumeAfterRestart(job, now());
       if (decision.outcome === 'failed') {
         if (await persistJob(repos, job, decision.job)) failed.push(job.id);
-      } else if (decision.outcome === 'resume') resumed.push(job.id);
+      } else if (decision.outcome === 'resume') {
+        resumed.push(job.id);
+        this.launch(job);
+      }
     }
-    this.current = this.tick(resumed);
+    this.current = this.tick();
     await this.current;
     this.schedule();
     return { resumed, failed };
@@ -186,50 +206,51 @@ export class JobRunner {
     this.abort.abort();
     // A handler that ignores the signal must not hold the vault open: after a grace
     // period the job stays 'running' in the database and the next start resolves it.
-    const all = Promise.all([this.current, ...this.beside].map((p) => p.catch(() => undefined)));
+    const all = Promise.all([this.current, ...this.running.values()].map((p) => p.catch(() => undefined)));
     await Promise.race([all, new Promise((r) => setTimeout(r, 2000).unref())]);
   }
 
   private schedule(): void {
     if (this.stopped) return;
     this.timer = setTimeout(() => {
-      this.current = this.tick([]).finally(() => this.schedule());
+      this.current = this.tick().finally(() => this.schedule());
     }, this.pollIntervalMs);
     this.timer.unref();
   }
 
-  private async tick(resume: readonly string[]): Promise<void> {
+  /** Starts the oldest queued job of every lane that is free. */
+  private async tick(): Promise<void> {
     try {
-      for (const id of resume) {
-        if (this.stopped) return;
-        await this.launch(await this.options.repos.jobs.get(id));
-      }
-      while (!this.stopped) {
-        const [queued] = await this.options.repos.jobs.list({ state: 'queued', limit: 1 });
-        if (!queued) return;
-        const started = startJob(queued, this.options.now());
-        if (!(await persistJob(this.options.repos, queued, started))) continue; // cancelled or claimed meanwhile
-        await this.launch(started);
+      const queued = await this.options.repos.jobs.list({ state: 'queued', limit: 200 });
+      const seen = new Set<string>();
+      for (const job of queued) {
+        if (this.stopped || this.running.size >= MAX_RUNNING_JOBS) return;
+        const lane = laneOf(job);
+        // Only the oldest queued job of a lane may start, and only when the lane is free.
+        if (seen.has(lane) || this.running.has(lane)) {
+          seen.add(lane);
+          continue;
+        }
+        seen.add(lane);
+        const started = startJob(job, this.options.now());
+        if (!(await persistJob(this.options.repos, job, started))) continue; // cancelled or claimed meanwhile
+        this.launch(started);
       }
     } catch (err) {
       if (!this.stopped) this.options.onError?.(err);
     }
   }
 
-  /**
-   * Runs a job in the queue, or beside it when its kind waits for other jobs: in the
-   * queue it would wait for jobs queued behind itself (and hold every other job while
-   * a recovery plan waits for an operator).
-   */
-  private launch(job: Job): Promise<void> {
-    if (!JOB_KINDS[job.kind].waitsForJobs) return this.run(job);
-    const running: Promise<void> = this.run(job)
+  private launch(job: Job): void {
+    const lane = laneOf(job);
+    const run: Promise<void> = this.run(job)
       .catch((err: unknown) => {
         if (!this.stopped) this.options.onError?.(err);
       })
-      .finally(() => this.beside.delete(running));
-    this.beside.add(running);
-    return Promise.resolve();
+      .finally(() => {
+        if (this.running.get(lane) === run) this.running.delete(lane);
+      });
+    this.running.set(lane, run);
   }
 
   /** Runs a running job's steps until it ends, is cancelled, or the runner stops. */
