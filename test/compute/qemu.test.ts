@@ -282,6 +282,17 @@ describe('qemu driver', { concurrency: false }, () => {
       }),
       'the sources NBD server is closed',
     );
+    const qmp = await QmpClient.connect({ socketPath: join(stateDir, id, 'qmp-changes.sock') });
+    try {
+      const nodes = await qmp.execute<Array<{ 'node-name': string; backing_file?: string }>>('query-named-block-nodes', { flat: true });
+      assert.deepEqual(
+        nodes.filter((n) => n['node-name'].startsWith('src-') || n.backing_file !== undefined).map((n) => n['node-name']),
+        [],
+        'no node reads from the sources any more',
+      );
+    } finally {
+      await qmp.close();
+    }
     const readsBefore = source.reads;
     const cold = await driver.runInGuest(id, 'sync && echo 3 > /proc/sys/vm/drop_caches && md5sum /boot/vmlinuz && cat /data/payload.txt', {
       timeoutMs: COMMAND_TIMEOUT_MS,

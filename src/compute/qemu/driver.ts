@@ -61,7 +61,7 @@ import {
   writeMachineRecord,
   type MachineRecord,
 } from '../machine-dir.js';
-import { accelArgs, diskArgs, diskNode, FILES, overlayPath, qemuArgs, type DiskLayout } from './args.js';
+import { accelArgs, diskArgs, diskNode, FILES, overlayPath, qemuArgs, srcNode, type DiskLayout } from './args.js';
 import { accelOverride, readAccelVerdict, writeAccelVerdict, type Accel } from './accel.js';
 import { consoleTail, runOnSerial, waitForConsoleLine } from './console.js';
 import { openImageFile } from './image-reader.js';
@@ -547,6 +547,12 @@ export class QemuComputeDriver implements ComputeDriver {
       const job = jobs.find((j) => j.device === streamJob(i));
       if (job !== undefined && job.len > 0) done += (disk.sizeBytes * job.offset) / job.len;
     });
+    // A copied disk's source node is detached; delete it, so QEMU stops holding (and re-dialling) a connection to the sources.
+    for (const [i, disk] of record.spec.disks.entries()) {
+      if (independentDisks.includes(disk.name) && !state.independentDisks.includes(disk.name)) {
+        await qmp.execute('blockdev-del', { 'node-name': srcNode(i) }).catch(() => undefined); // gone already: nothing to do
+      }
+    }
     const percent = independentDisks.length === record.spec.disks.length ? 100 : Math.min(99, Math.floor((done * 100) / total));
     return { percent, independentDisks };
   }
