@@ -87,6 +87,26 @@ describe('export driver', () => {
     });
   }
 
+  test('a create that fails half-way leaves nothing behind', async () => {
+    const stateDir = join(tmp.path, 'failing');
+    const driver = new ExportComputeDriver({ stateDir, format: 'raw' });
+    const broken = { ...bufferSource(diskImage()), read: async () => Promise.reject(new Error('the store went away')) };
+    await assert.rejects(
+      driver.create({
+        id: 'half',
+        name: 'half',
+        disks: [
+          { name: 'root', source: bufferSource(diskImage()) },
+          { name: 'data', source: broken },
+        ],
+        network: { kind: 'none' },
+      }),
+      /the store went away/,
+    );
+    assert.deepEqual(await driver.list(), []);
+    assert.equal(existsSync(join(stateDir, 'half')), false);
+  });
+
   test('auto picks qemu when QEMU is installed', async () => {
     requireTool('qemu-system-x86_64', 'qemu-system-x86');
     requireTool('qemu-img', 'qemu-utils');
