@@ -111,7 +111,11 @@ export interface DriverProbe {
   readonly available: boolean;
   /** Why not, when not available (a missing package, no permission...). */
   readonly reason: string | null;
-  /** What a started guest would run under (decided by trying, never from /dev/kvm's existence alone). */
+  /**
+   * What a started guest would run under (decided by trying, never from /dev/kvm's
+   * existence alone); null while undecided (qemu: before its first boot) or when
+   * nothing boots (export).
+   */
   readonly accel: 'kvm' | 'tcg' | null;
 }
 
