@@ -77,7 +77,8 @@ describe('a scheduled item drill over the real item operations', () => {
   let v: RecoveryVault;
 
   before(async () => {
-    v = await startRecoveryVault('drill-real');
+    // The "guest" answers the probe's command with a failure when told to (no port on this machine is involved).
+    v = await startRecoveryVault('drill-real', { guest: (_id, command) => (command === 'app-check --fail' ? { exitCode: 1, output: 'app down\n' } : { exitCode: 0, output: 'ok\n' }) });
     await v.pointsAt(Date.now() - 60_000, 0x55);
   });
   after(async () => v.stop());
@@ -94,8 +95,7 @@ describe('a scheduled item drill over the real item operations', () => {
       await scheduler.idle();
       return v.server.repos.drillSettings.get(id);
     };
-    // Nothing listens where the fake forwards the probe's port: the probe fails.
-    const failed = await drill([{ name: 'ssh', kind: 'tcp', port: 22, timeoutSeconds: 1 }]);
+    const failed = await drill([{ name: 'app', kind: 'command', command: 'app-check --fail', timeoutSeconds: 2 }]);
     assert.ok(failed.lastRunAt);
     const [report] = await v.server.repos.drillReports.listByItem(id);
     assert.equal(report?.outcome, 'failed');
@@ -105,7 +105,7 @@ describe('a scheduled item drill over the real item operations', () => {
     assert.equal((await v.server.repos.items.get(id)).state, 'protected');
     assert.equal(v.fake.size, 0, 'cleaned up after the failed drill');
 
-    const passed = await drill([]);
+    const passed = await drill([{ name: 'app', kind: 'command', command: 'app-check', timeoutSeconds: 2 }]);
     assert.ok(Math.abs(Date.parse(passed.nextRunAt!) - (v.clock.now().getTime() + 6 * 3600_000)) < 60_000);
     assert.equal((await v.server.repos.drillReports.listByItem(id))[0]?.outcome, 'passed');
     assert.deepEqual(await v.server.repos.alerts.list({ open: true, kind: 'drill-failed', subjectId: id }), []);
