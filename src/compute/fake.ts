@@ -49,7 +49,12 @@ export class FakeComputeDriver implements ComputeDriver {
   private readonly machines = new Map<string, FakeMachine>();
   private readonly waiters = new Set<() => void>();
 
-  constructor(private readonly options: FakeComputeOptions = {}) {}
+  /** Makes `create` or `start` fail with COMPUTE_FAILED from now on (tests change it between calls). */
+  failOn: FakeComputeOptions['failOn'];
+
+  constructor(private readonly options: FakeComputeOptions = {}) {
+    this.failOn = options.failOn;
+  }
 
   /** Test hook: what the fake holds. */
   get size(): number {
@@ -64,7 +69,7 @@ export class FakeComputeDriver implements ComputeDriver {
     if (!MACHINE_ID.test(spec.id)) throw new LifeboatError('VALIDATION', `machine id ${JSON.stringify(spec.id)} must match ${MACHINE_ID}`);
     if (this.machines.has(spec.id)) throw new LifeboatError('CONFLICT', `machine ${spec.id} exists`);
     if (spec.disks.length === 0) throw new LifeboatError('VALIDATION', 'a machine needs at least one disk');
-    if (this.options.failOn === 'create') throw new LifeboatError('COMPUTE_FAILED', `fake: create of ${spec.id} fails as told`);
+    if (this.failOn === 'create') throw new LifeboatError('COMPUTE_FAILED', `fake: create of ${spec.id} fails as told`);
     const disks = new Map<string, Buffer>();
     for (const d of spec.disks) disks.set(d.name, await d.source.read(0, d.source.sizeBytes));
     const status: MachineStatus = {
@@ -89,7 +94,7 @@ export class FakeComputeDriver implements ComputeDriver {
 
   async start(id: string): Promise<MachineStatus> {
     const m = this.get(id);
-    if (this.options.failOn === 'start') throw new LifeboatError('COMPUTE_FAILED', `fake: start of ${id} fails as told`);
+    if (this.failOn === 'start') throw new LifeboatError('COMPUTE_FAILED', `fake: start of ${id} fails as told`);
     if (m.status.state !== 'running') {
       m.status = { ...m.status, state: 'running' };
       const first = [...m.disks.values()][0] ?? Buffer.alloc(0);

@@ -22,6 +22,9 @@
  *   writer is fenced, its stream refused (GENERATION_FENCED).
  * - The recovery point may change only between failover and commit; commit deletes
  *   the other points, so there is no way back to `failed-over`.
+ * - A failover job that failed (a driver missing, a point unreadable) leaves the item
+ *   `failing-over`: the source is fenced already, so the only way is forward —
+ *   `retry-failover` runs the failover again (the same generation), never back.
  * - A running failover or failback is never cancelled half-way (the seed's warning:
  *   replication is stopped first, so a cancelled failover leaves the machine
  *   unprotected). `cancel-failover` exists only to be refused with that reason;
@@ -59,6 +62,7 @@ export const ITEM_ACTIONS = [
   'finish-test-failover-cleanup',
   'start-failover',
   'cancel-failover',
+  'retry-failover',
   'finish-failover',
   'change-recovery-point',
   'commit',
@@ -105,6 +109,11 @@ export const TRANSITIONS: Readonly<Record<ItemAction, Rule>> = {
     jobs: [],
     refusal:
       'a failover in progress is never cancelled half-way: replication is stopped before it starts, so cancelling would leave the machine unprotected; let it finish, then commit',
+  },
+  'retry-failover': {
+    from: { 'failing-over': 'failing-over' },
+    jobs: ['failover'],
+    refusal: 'a failover is run again only while the item is failing over and its last failover job failed',
   },
   'finish-failover': { from: { 'failing-over': 'failed-over' }, jobs: [] },
   'change-recovery-point': {

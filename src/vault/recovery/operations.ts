@@ -74,10 +74,20 @@ export class Operations implements RecoveryOperations {
 
   async startFailover(itemId: string, input: { point: PointChoice; shutdownSource: boolean; initiator: string; planId?: string | null }): Promise<Job> {
     const item = await this.deps.repos.items.get(itemId);
-    transition(item, 'start-failover');
+    // A failover that failed is run again, never undone: the source is fenced already.
+    const action = item.state === 'failing-over' ? 'retry-failover' : 'start-failover';
+    transition(item, action);
+    if (action === 'retry-failover') {
+      const open = (await this.deps.repos.jobs.list({ itemId: item.id, kind: 'failover' })).filter((j) => !ENDED_JOB_STATES.includes(j.state));
+      if (open.length > 0) {
+        throw new LifeboatError('ILLEGAL_TRANSITION', `a failover of item ${item.id} is still ${open[0]!.state} (job ${open[0]!.id}); wait for it`, {
+          details: { item: item.id, job: open[0]!.id },
+        });
+      }
+    }
     const network = networkName(networkOf(item.compute.network));
     const chosen = await this.chooseAtRequest(item, input.point);
-    return this.apply(item, 'start-failover', input.initiator, async (jobs) => {
+    return this.apply(item, action, input.initiator, async (jobs) => {
       const cleanup = jobs.get('cleanup-test-failover');
       // From a drill: its cleanup was queued first, so it runs before the replica machine is made.
       if (cleanup) await this.linkCleanup(item.id, cleanup.id, null);

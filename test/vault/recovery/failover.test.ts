@@ -255,3 +255,40 @@ describe('retention and recovered machines', () => {
     assert.ok(!(await ids()).includes(stale!.pointId), 'once nothing uses it, retention deletes it');
   });
 });
+
+describe('a failover that failed', () => {
+  let v: RecoveryVault;
+
+  before(async () => {
+    v = await startRecoveryVault('recovery-failover-retry', { failOn: 'create' });
+    await v.pointsAt(Date.now() - 5 * MIN, 0x71);
+  });
+  after(async () => v.stop());
+
+  it('leaves the item failing over (never back to protected), and is run again, not undone', async () => {
+    const first = await v.call('POST', `/api/v1/items/${v.item.id}/failover`, { point: { kind: 'latest-processed' } });
+    assert.equal(first.status, 202, first.text);
+    const failed = await v.waitJob(String(first.json.id));
+    assert.equal(failed.state, 'failed');
+    assert.match(String(failed.error), /Create the replica virtual machine: fake: create .* fails as told/);
+    const item = await v.server.repos.items.get(v.item.id);
+    assert.equal(item.state, 'failing-over', 'the source is fenced: the item does not go back');
+
+    v.fake.failOn = undefined;
+    const again = await v.call('POST', `/api/v1/items/${v.item.id}/failover`, { point: { kind: 'latest-processed' } });
+    assert.equal(again.status, 202, again.text);
+    const done = await v.waitJob(String(again.json.id));
+    assert.equal(done.state, 'succeeded', JSON.stringify(done));
+    const after = await v.server.repos.items.get(v.item.id);
+    assert.equal(after.state, 'failed-over');
+    assert.equal(after.generation, item.generation, 'running it again raises the generation no further');
+    assert.match(await v.fake.console(`failover-${v.item.id.toLowerCase()}`), new RegExp(bootBytes(0x71)));
+  });
+
+  it('once failed over, another failover is refused', async () => {
+    const res = await v.call('POST', `/api/v1/items/${v.item.id}/failover`, { point: { kind: 'latest-processed' } });
+    assert.equal(res.status, 409, res.text);
+    assert.equal(res.json.code, 'ILLEGAL_TRANSITION');
+    assert.match(String(res.json.detail), /failed-over/);
+  });
+});
