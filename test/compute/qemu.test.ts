@@ -397,6 +397,9 @@ describe('qemu driver', { concurrency: false }, () => {
       assert.equal(adopted.state, 'running');
       const done = await second.waitIndependent('test-adopt');
       assert.equal(done.copyPercent, 100);
+      const overlay = await stat(join(stateDir, 'test-adopt', 'root.qcow2'));
+      console.log(`# diagnostics: 1 GiB source (64 MiB of data) copied into an overlay of ${overlay.size} bytes, ${overlay.blocks * 512} allocated`);
+      assert.ok(overlay.blocks * 512 < 512 * 1024 * 1024, 'the source\'s zeros are not written out');
       const alive = await second.runInGuest('test-adopt', 'cat /data/payload.txt', { timeoutMs: COMMAND_TIMEOUT_MS });
       assert.deepEqual(alive, { exitCode: 0, output: `${image.payload}\n` });
     } finally {
