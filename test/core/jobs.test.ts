@@ -4,6 +4,7 @@ import fc from 'fast-check';
 import { isLifeboatError } from '../../src/core/errors.js';
 import type { Job, JobKind } from '../../src/core/model.js';
 import {
+  DYNAMIC_STEP_KINDS,
   JOB_KINDS,
   cancelJob,
   completeStep,
@@ -20,8 +21,10 @@ import { FakeClock } from '../helpers/store.js';
 const KINDS = Object.keys(JOB_KINDS) as JobKind[];
 const illegal = (e: unknown) => isLifeboatError(e, 'ILLEGAL_TRANSITION');
 
+/** A recovery plan's steps are given at creation: three made-up ones here. */
 function newJob(kind: JobKind, clock = new FakeClock()): Job {
-  return createJob(kind, { id: 'J1', itemId: 'I1', initiator: 'u1', now: clock.now() });
+  const steps = DYNAMIC_STEP_KINDS.includes(kind) ? { steps: ['Group 1: pre-script a', 'Group 1: test failover of 1 item', 'Group 1: manual action: b'] } : {};
+  return createJob(kind, { id: 'J1', itemId: 'I1', initiator: 'u1', now: clock.now(), ...steps });
 }
 
 test('Enable protection has ASR\'s five steps, all queued', () => {
@@ -92,7 +95,7 @@ test('a running failover, commit, failback or reprotect cannot be cancelled; a d
   }
   const drill = cancelJob(completeStep(startJob(newJob('test-failover', clock), clock.now()), clock.now()), clock.now());
   assert.equal(drill.state, 'cancelled');
-  assert.deepEqual(drill.steps.map((s) => s.state), ['succeeded', 'cancelled', 'cancelled', 'cancelled']);
+  assert.deepEqual(drill.steps.map((s) => s.state), ['succeeded', 'cancelled', 'cancelled', 'cancelled', 'cancelled']);
   assert.throws(() => cancelJob(drill, clock.now()), illegal);
 });
 
@@ -109,7 +112,7 @@ test('after a restart a running failover resumes at its step; a running drill fa
   assert.equal(d.outcome, 'failed');
   assert.equal(d.job.state, 'failed');
   assert.match(d.job.error ?? '', /restarted during 'Process data up to the recovery point'; Test failover does not resume/);
-  assert.deepEqual(d.job.steps.map((s) => s.state), ['succeeded', 'failed', 'cancelled', 'cancelled']);
+  assert.deepEqual(d.job.steps.map((s) => s.state), ['succeeded', 'failed', 'cancelled', 'cancelled', 'cancelled']);
 
   assert.equal(resumeAfterRestart(newJob('failover'), clock.now()).outcome, 'unchanged');
   const broken: Job = { ...fo, steps: fo.steps.map((s) => ({ ...s, state: s.state === 'running' ? 'succeeded' : s.state })) };
@@ -161,4 +164,18 @@ test('any sequence of operations keeps the step invariants, and no running job s
     }),
     { numRuns: 1000 },
   );
+});
+
+test('a recovery plan job takes its steps at creation; a kind with fixed steps refuses them', () => {
+  const clock = new FakeClock();
+  const plan = newJob('recovery-plan', clock);
+  assert.deepEqual(plan.steps.map((s) => [s.name, s.state]), [
+    ['Group 1: pre-script a', 'queued'],
+    ['Group 1: test failover of 1 item', 'queued'],
+    ['Group 1: manual action: b', 'queued'],
+  ]);
+  const base = { id: 'J2', itemId: null, initiator: 'u1', now: clock.now() };
+  assert.throws(() => createJob('recovery-plan', base), (e: unknown) => isLifeboatError(e, 'INTERNAL'));
+  assert.throws(() => createJob('recovery-plan', { ...base, steps: [] }), (e: unknown) => isLifeboatError(e, 'VALIDATION'));
+  assert.throws(() => createJob('failover', { ...base, steps: ['x'] }), (e: unknown) => isLifeboatError(e, 'INTERNAL'));
 });
