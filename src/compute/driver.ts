@@ -153,4 +153,10 @@ export interface ComputeDriver {
   readDisk(id: string, disk: string): Promise<BlockSource>;
   /** The blocks the guest wrote since it was created (UNSUPPORTED without changeTracking or trackChanges). */
   openChanges(id: string, disk: string): Promise<ChangeTracker>;
+  /**
+   * For a process shutting down: lets go of every machine without stopping it
+   * (qemu: the sources' NBD servers and QMP connections close, QEMU runs on until a
+   * later driver adopts it). Drivers that hold nothing while idle omit it.
+   */
+  release?(): Promise<void>;
 }
