@@ -71,6 +71,7 @@ describe('lifeboat plan and lifeboat job ack', () => {
     const shown = await ok(['plan', 'show', 'cli-plan']);
     assert.match(shown.out, /web\s+.*check the DNS: all records/);
     assert.ok((await okJson<RecoveryPlan[]>(['plan', 'list'])).some((p) => p.id === plan.id));
+    assert.ok((await okJson<RecoveryPlan[]>(['plan', 'list', '--vault', 'west'])).some((p) => p.id === plan.id));
 
     // Following the test failover stops at the manual action and says how to acknowledge it.
     const run = await ok(['plan', 'test-failover', 'cli-plan', '--point', 'latest']);

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { DrillSettings, Job, PointChoice, RecoveryPlan } from '../../core/model.js';
 import { LifeboatError } from '../../core/errors.js';
-import { connect, type ApiClient } from '../api-client.js';
+import { connect, resolveRef, type ApiClient } from '../api-client.js';
 import { emit, type Env } from '../context.js';
 import { apiCommand, type ApiFlags } from '../profile.js';
 import { fields, table } from '../table.js';
@@ -36,9 +36,11 @@ async function operate(client: ApiClient, path: string, body: unknown, opts: Run
 
 export function register(parent: Command, env: Env, signals: AbortSignal): void {
   apiCommand(parent, 'list', 'list recovery plans')
-    .option('--vault <vault>', 'only the plans of this vault (id)')
+    .option('--vault <vault>', 'only the plans of this vault (id or name)')
     .action(async (opts: ApiFlags & { vault?: string }) => {
-      const plans = await connect(opts, env).all<RecoveryPlan>(`/api/v1/plans${opts.vault ? `?vaultId=${encodeURIComponent(opts.vault)}` : ''}`);
+      const client = connect(opts, env);
+      const vaultId = opts.vault === undefined ? undefined : await resolveRef(client, '/api/v1/vaults', 'vault', opts.vault);
+      const plans = await client.all<RecoveryPlan>(`/api/v1/plans${vaultId ? `?vaultId=${encodeURIComponent(vaultId)}` : ''}`);
       emit(
         opts,
         env,
