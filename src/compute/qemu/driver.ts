@@ -24,7 +24,9 @@
  * - Change tracking: with trackChanges, the first start adds each disk's dirty
  *   bitmap through the qemu change tracker while the guest is still paused
  *   (-S), so the bitmap covers every write since boot; openChanges() opens a
- *   tracker on the same state (QMP on `qmp-changes.sock`).
+ *   tracker on the same state (QMP on `qmp-changes.sock`). The bitmap records
+ *   from the first boot, but a cut needs the disk node free of the copy job:
+ *   cuts fail (TRACKER_FAILED, node busy) until the machine is independent.
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
