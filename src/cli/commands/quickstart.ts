@@ -274,10 +274,17 @@ export class AllInOne {
     return report;
   }
 
+  /**
+   * Stops the agents, the process server and the vault, then destroys every machine
+   * the compute driver still holds: QEMU runs detached and would outlive this process
+   * (and keep its event loop alive through the driver's sockets) otherwise.
+   */
   async close(): Promise<void> {
     await Promise.all(this.agents.map((a) => a.stop()));
     await this.processServer.close();
     await this.server.close();
+    const compute = this.server.compute;
+    for (const m of await compute.list()) await compute.destroy(m.id);
     rmSync(this.computeDir, { recursive: true, force: true });
   }
 }
