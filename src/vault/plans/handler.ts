@@ -95,7 +95,7 @@ async function runItems(ctx: StepContext, run: PlanRun, step: Extract<PlanStep, 
     } catch (err) {
       // Started by a run of this step that stopped before remembering it?
       job = (await ctx.repos.jobs.list({ itemId, kind: ITEM_JOB_KIND[run.operation] })).find(
-        (j) => j.createdAt >= stepStartedAt && !Object.values(started).includes(j.id),
+        (j) => j.createdAt >= stepStartedAt && j.initiator === run.initiator && !Object.values(started).includes(j.id),
       );
       if (!job) {
         failures.push(`${await label(itemId)} did not start: ${asLifeboatError(err).message}`);

@@ -58,7 +58,7 @@ export class FakeRecovery implements RecoveryOperations {
   async startTestFailover(itemId: string, input: TestFailoverInput): Promise<{ job: Job; report: DrillReport }> {
     this.world.calls.push({ op: 'test-failover', itemId, input });
     const item = await this.move(itemId, 'protected', 'test-failover', 'test-failover');
-    const job = await this.startJob('test-failover', item);
+    const job = await this.startJob('test-failover', item, input.initiator);
     const report = await this.deps.repos.drillReports.create({
       itemId,
       planId: input.planId ?? null,
@@ -87,7 +87,7 @@ export class FakeRecovery implements RecoveryOperations {
   async cleanupTestFailover(itemId: string, input: { notes: string | null; initiator: string }): Promise<Job> {
     this.world.calls.push({ op: 'cleanup-test-failover', itemId, input });
     const item = await this.move(itemId, 'test-failover', 'test-failover-cleanup', 'cleanup-test-failover');
-    return this.startJob('cleanup-test-failover', item, async () => {
+    return this.startJob('cleanup-test-failover', item, input.initiator, async () => {
       await this.deps.repos.items.updateState(itemId, 'test-failover-cleanup', 'protected');
       const reports = await this.deps.repos.drillReports.listByItem(itemId, 1);
       if (reports[0]) await this.deps.repos.drillReports.update(reports[0].id, { notes: input.notes, endedAt: this.deps.now().toISOString() });
@@ -99,7 +99,7 @@ export class FakeRecovery implements RecoveryOperations {
     const item = await this.deps.repos.items.get(itemId);
     if (item.state !== 'protected' && item.state !== 'test-failover') throw new LifeboatError('ILLEGAL_TRANSITION', `item ${itemId} is ${item.state}`);
     await this.move(itemId, item.state, 'failing-over', 'failover');
-    return this.startJob('failover', item, async () => {
+    return this.startJob('failover', item, input.initiator, async () => {
       await this.deps.repos.items.updateState(itemId, 'failing-over', 'failed-over');
     });
   }
@@ -135,10 +135,10 @@ export class FakeRecovery implements RecoveryOperations {
   }
 
   /** Creates the job already running (the vault's runner only takes queued jobs) and runs it here. */
-  private async startJob(kind: JobKind, item: ReplicatedItem, onSuccess?: () => Promise<void>): Promise<Job> {
+  private async startJob(kind: JobKind, item: ReplicatedItem, initiator: string, onSuccess?: () => Promise<void>): Promise<Job> {
     const { repos, now } = this.deps;
     const job = await repos.db.transaction(async () => {
-      const queued = await repos.jobs.create({ kind, itemId: item.id, initiator: 'fake', steps: JOB_KINDS[kind].steps.map((st) => st.name) });
+      const queued = await repos.jobs.create({ kind, itemId: item.id, initiator, steps: JOB_KINDS[kind].steps.map((st) => st.name) });
       const started = startJob(queued, now());
       await persistJob(repos, queued, started);
       return started;

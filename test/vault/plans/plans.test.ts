@@ -251,4 +251,26 @@ describe('recovery plans', () => {
       v.world.jobMs = 150;
     }
   });
+
+  it('an items step run again finds the item jobs a previous run started but had not yet remembered', async () => {
+    const [a, b] = [await v.item('adopt-1'), await v.item('adopt-2')];
+    v.world.jobMs = 3_600_000;
+    try {
+      const created = await v.call('POST', '/api/v1/plans', { vaultId: v.vaultId, name: 'adopted-items', groups: [{ name: 'app', itemIds: [a.id, b.id] }] });
+      const started = await v.call('POST', `/api/v1/plans/${String(created.json.id)}/test-failover`, {}, operator);
+      const jobId = String(started.json.id);
+      const key = `plan-step:${jobId}:0`;
+      const deadline = Date.now() + 30_000;
+      while (Object.keys((await v.server.repos.settings.get<Record<string, string>>(key)) ?? {}).length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+      // As if the vault had stopped between starting the item jobs and remembering them.
+      assert.ok(await v.server.repos.settings.delete(key));
+      await v.restart();
+      const done = await v.waitJob(jobId);
+      assert.equal(done.state, 'failed');
+      assert.match(done.steps[0]!.error ?? '', /2 of 2 items failed: adopt-1 .*the vault restarted during .*adopt-2 .*the vault restarted during/);
+      for (const item of [a, b]) assert.equal((await v.server.repos.jobs.list({ itemId: item.id, kind: 'test-failover' })).length, 1, 'no second item job');
+    } finally {
+      v.world.jobMs = 150;
+    }
+  });
 });
