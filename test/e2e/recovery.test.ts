@@ -92,7 +92,8 @@ describe('end-to-end recovery of a tiny Linux machine (server, agent, QEMU; CLI 
     assert.ok(captured <= started, 'latest-processed is a point made before the test failover started');
     assert.ok(r.rpoSeconds !== null && r.rpoSeconds >= 0 && r.rpoSeconds < 120, `RPO ${r.rpoSeconds} s`);
     assert.ok(r.rtoSeconds !== null && r.rtoSeconds > 0, `RTO ${r.rtoSeconds} s`);
-    assert.match(r.consoleLog, new RegExp(`${PRIMARY_MARKER} payload=lifeboat-e2e-primary`), 'the copy printed the boot marker');
+    const markerLine = new RegExp(`${PRIMARY_MARKER} payload=lifeboat-e2e-primary`);
+    assert.match(w.machineConsole(machineId), markerLine, 'the copy printed the boot marker on its console');
 
     // The copy booted from the point: its workload resumed after the point's last record.
     const mustHold = primary.ackedBefore(captured);
@@ -120,6 +121,7 @@ describe('end-to-end recovery of a tiny Linux machine (server, agent, QEMU; CLI 
     const kept = w.report();
     assert.equal(kept.id, r.id);
     assert.equal(kept.notes, 'e2e drill');
+    assert.match(kept.consoleLog, markerLine, "the report keeps the console's tail");
     assert.ok(kept.cleanupJobId, 'the report names its cleanup job');
   });
 
