@@ -1,3 +1,4 @@
+import { mkdir } from 'node:fs/promises';
 import { plansRoutes } from '../http/routes/plans.js';
 import type { RecoveryDeps, RecoveryOperations, VaultModule } from '../recovery/module.js';
 import { planStepHandler } from './handler.js';
@@ -41,7 +42,11 @@ export function plansModule(deps: RecoveryDeps & { readonly operations: Recovery
     scheduler,
     routes: [plansRoutes(service)],
     handlers: { 'recovery-plan': { '*': handler } },
-    start: async () => scheduler.start(),
+    start: async () => {
+      // Where the administrator puts the plans' scripts (the vault's data directory is 0700 too).
+      await mkdir(service.scriptsDir, { recursive: true, mode: 0o700 });
+      scheduler.start();
+    },
     stop: () => scheduler.stop(),
   };
 }

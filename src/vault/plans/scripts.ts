@@ -21,7 +21,8 @@ export function isScriptName(name: string): boolean {
 /**
  * The real path of an executable script `name` directly in `dir`. Refuses a name
  * that is not a plain file name, a file that is missing or not executable, and a
- * symbolic link that leads out of the directory (VALIDATION, NOT_FOUND).
+ * symbolic link that leads out of the directory, and a file everyone may write
+ * (VALIDATION, NOT_FOUND).
  */
 export async function resolveScript(dir: string, name: string): Promise<string> {
   if (!isScriptName(name)) throw new LifeboatError('VALIDATION', `script name ${JSON.stringify(name)} must be a plain file name ([A-Za-z0-9._-]+)`, { details: { script: name } });
@@ -42,6 +43,8 @@ export async function resolveScript(dir: string, name: string): Promise<string> 
     () => false,
   );
   if (!info.isFile() || !executable) throw new LifeboatError('VALIDATION', `script ${name} is not an executable file`, { details: { script: name } });
+  // Anyone could change what the vault runs as itself.
+  if (info.mode & 0o002) throw new LifeboatError('VALIDATION', `script ${name} is writable by everyone; chmod o-w it`, { details: { script: name } });
   return real;
 }
 

@@ -41,7 +41,7 @@ describe('plan scripts', () => {
     }
   });
 
-  it('accepts a symbolic link to another script of the directory; refuses one that leads out, a sub-directory path, a missing or non-executable file', async () => {
+  it('accepts a symbolic link to another script of the directory; refuses one that leads out, a sub-directory path, a missing, non-executable or world-writable file', async () => {
     put('real.sh', '#!/bin/sh\nexit 0\n');
     symlinkSync('real.sh', join(dir, 'alias.sh'));
     assert.equal(await resolveScript(dir, 'alias.sh'), join(dir, 'real.sh'));
@@ -56,6 +56,8 @@ describe('plan scripts', () => {
     put('plain.txt', 'echo hi\n', 0o644);
     await refused(run('plain.txt'), 'VALIDATION', /not an executable file/);
     await refused(run('sub'), 'VALIDATION', /not an executable file/);
+    put('open.sh', '#!/bin/sh\nexit 0\n', 0o777);
+    await refused(run('open.sh'), 'VALIDATION', /writable by everyone/);
   });
 
   it("fails with the exit code and the output's tail; a script past its time-out is killed", async () => {
