@@ -14,10 +14,24 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
+import { main } from '../../../src/cli/main.js';
 import { BLOCK, MiB, ReverseRig, waitUntil, writeAt } from './harness.js';
 
 const block = (buf: Buffer, i: number): Buffer => buf.subarray(i * BLOCK, (i + 1) * BLOCK);
+
+/** Runs the CLI in this process against the rig's vault; resolves with its exit code and output. */
+async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = new PassThrough();
+  const err = new PassThrough();
+  let stdout = '';
+  let stderr = '';
+  out.on('data', (d: Buffer) => (stdout += d.toString()));
+  err.on('data', (d: Buffer) => (stderr += d.toString()));
+  const code = await main(args, { env: {}, stdout: out, stderr: err });
+  return { code, stdout, stderr };
+}
 
 test('reprotect ships only the blocks that differ and survives a vault restart; failback makes the replica the newest point and replication resumes incrementally', async (t) => {
   const rig = new ReverseRig(8 * MiB);
@@ -76,12 +90,24 @@ test('reprotect ships only the blocks that differ and survives a vault restart; 
   rig.compute.write(rig.machineId, 'sda', 60 * BLOCK, later);
   await waitUntil('the replica write to reach the primary', () => (rig.imageBytes().subarray(60 * BLOCK, 60 * BLOCK + 4096).equals(later) ? true : undefined));
 
-  // Failback: a last write on the replica, then the job.
+  // Failback: a last write on the replica, queued but held from the agent until the failback job syncs.
+  rig.gate.hold = true;
   rig.compute.write(rig.machineId, 'sda', 70 * BLOCK + 12288, randomBytes(4096));
+  await waitUntil('the last write queued', async () => (Number((await rig.api('GET', `/api/v1/items/${item.id}/reverse`)).json.queuedBlocks) > 0 ? true : undefined));
   const last = await rig.replicaDisk();
-  const failback = await rig.job(`/api/v1/items/${item.id}/failback`);
-  const back = await rig.waitJob(failback.id);
-  assert.equal(back.state, 'succeeded', `${JSON.stringify(back.steps)}\n${rig.tail()}`);
+  // Through the CLI: it follows the job and prints the bytes shipped.
+  const running = cli(['failback', item.id, '--server', rig.vault.url, '--token', rig.ownerToken, '--json']);
+  await waitUntil('the failback job to sync', async () => {
+    const [job] = await rig.vault.repos.jobs.list({ kind: 'failback', itemId: item.id });
+    return job?.steps.find((s) => s.name === 'Synchronize the last changes')?.state === 'running' ? true : undefined;
+  });
+  rig.gate.hold = false;
+  const run = await running;
+  assert.equal(run.code, 0, `${run.stdout}\n${run.stderr}\n${rig.tail()}`);
+  const printed = JSON.parse(run.stdout) as { id: string; state: string; shipped: { bytes: number; blocks: number } };
+  assert.equal(printed.state, 'succeeded');
+  assert.deepEqual(printed.shipped, { bytes: BLOCK, blocks: 1 }, 'the last change, one block, is what failback shipped');
+  const back = await rig.vault.repos.jobs.get(printed.id);
   assert.deepEqual(
     back.steps.map((s) => [s.name, s.state]),
     [
