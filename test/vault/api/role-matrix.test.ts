@@ -50,6 +50,7 @@ describe('role x endpoint matrix on the assembled vault', () => {
     assert.ok(routes.length >= 30, `only ${routes.length} routes`);
     const ids = routes.map((r) => r.id);
     for (const id of ['vaults.create', 'accounts.create', 'config-servers.register', 'config-servers.heartbeat', 'jobs.cancel', 'metrics.show', 'tokens.create', 'plans.create', 'plans.failover', 'plans.drill-settings-update', 'jobs.acknowledge']) assert.ok(ids.includes(id), id);
+    for (const id of ['items.reprotect', 'items.failback', 'items.reverse', 'agents.reverse-digests', 'agents.reverse-batch', 'agents.reverse-ack']) assert.ok(ids.includes(id), id);
     assert.ok(routes.some((r) => r.caller === 'server' && r.bearer));
     assert.ok(routes.some((r) => !r.bearer));
   });
