@@ -26,26 +26,19 @@ function isDisk(disk: string, name: string): boolean {
   return disk === name || disk.endsWith(`.${name}`);
 }
 
-/** The bytes shipped that a job or report states (the largest such count found). */
-function bytesShipped(...docs: unknown[]): number {
-  let found = -1;
-  const visit = (v: unknown): void => {
-    if (Array.isArray(v)) v.forEach(visit);
-    else if (typeof v === 'object' && v !== null) {
-      for (const [k, x] of Object.entries(v)) {
-        if (/^(bytesShipped|shippedBytes)$/.test(k) && typeof x === 'number') found = Math.max(found, x);
-        else visit(x);
-      }
-    }
-  };
-  docs.forEach(visit);
-  assert.ok(found >= 0, `no bytes-shipped count in ${JSON.stringify(docs).slice(0, 2000)}`);
-  return found;
-}
-
 describe('end-to-end recovery of a tiny Linux machine (server, agent, QEMU; CLI only)', { concurrency: false }, () => {
   let w: RecoveryWorld;
   let failoverMachine: string;
+
+  /** Runs reprotect or failback (following its job) and answers what it shipped to the primary machine. */
+  const shippedBy = async (args: string[]): Promise<{ bytes: number; blocks: number }> => {
+    const r = await w.cliAsync([...args, '--json']);
+    assert.equal(r.status, 0, `lifeboat ${args.join(' ')} failed:\n${r.stderr}\n${r.stdout}\n${w.diag()}`);
+    const out = JSON.parse(r.stdout) as Job & { shipped: { bytes: number; blocks: number } };
+    assert.equal(out.state, 'succeeded');
+    assert.ok(Number.isSafeInteger(out.shipped?.bytes), `${args[0]} says what it shipped: ${r.stdout.slice(0, 2000)}`);
+    return out.shipped;
+  };
 
   before(async () => {
     w = await RecoveryWorld.start();
@@ -183,8 +176,7 @@ describe('end-to-end recovery of a tiny Linux machine (server, agent, QEMU; CLI 
   it('reprotect, then failback: the records written after failover are back at the primary, the bytes shipped follow the change', async () => {
     const { primary, itemId } = w;
     assert.ok(failoverMachine, 'the failover ran');
-    const job = w.okJson<Job>(['reprotect', itemId, '--no-wait']);
-    await w.watch(job.id);
+    const reprotected = await shippedBy(['reprotect', itemId]);
     assert.equal(w.item().state, 'reprotected');
 
     // The replica keeps writing while it is protected in reverse.
@@ -196,8 +188,7 @@ describe('end-to-end recovery of a tiny Linux machine (server, agent, QEMU; CLI 
     }, 300_000);
 
     const primaryBoots = primary.boots();
-    const failback = w.okJson<Job>(['failback', itemId, '--no-wait']);
-    const done = await w.watch(failback.id);
+    const failedBack = await shippedBy(['failback', itemId]);
     // Everything the replica acknowledged before it was shut down.
     const written = w.machineRecords(failoverMachine);
     assert.ok(written && written.lastAck > written.resumedAfter + 20, JSON.stringify(written));
@@ -210,7 +201,7 @@ describe('end-to-end recovery of a tiny Linux machine (server, agent, QEMU; CLI 
     await primary.waitForAck(written.lastAck + 3);
     verifyRecords(await readRecordsFile(primary.dataFile), written.lastAck);
 
-    const shipped = bytesShipped(done, w.report());
+    const shipped = reprotected.bytes + failedBack.bytes;
     const recordBytes = (written.lastAck - written.resumedAfter) * 100;
     assert.ok(shipped >= recordBytes, `bytes shipped ${shipped} cover the records written after failover (${recordBytes})`);
     assert.ok(shipped < DATA_DISK_BYTES / 4, `bytes shipped ${shipped} are far below the disks' size`);

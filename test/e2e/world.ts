@@ -120,7 +120,7 @@ export class RecoveryWorld {
     this.primary = await PrimaryMachine.create({ dir: join(this.dir, 'primary'), guest });
 
     this.server = await lifeboatServe(
-      ['server', '--data-dir', this.dataDir, '--listen', '127.0.0.1:0', '--process-server-port', '0', '--json'],
+      ['server', '--data-dir', this.dataDir, '--listen', '127.0.0.1:0', '--process-server-port', '0', '--compute', 'qemu', '--json'],
       this.env,
     );
     this.server.child.stderr?.on('data', (d: Buffer) => (this.serverLog = (this.serverLog + d.toString()).slice(-40_000)));
