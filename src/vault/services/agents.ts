@@ -199,7 +199,8 @@ export class AgentService {
     const item = await this.repos.items.get(agent.itemId);
     const disks: AgentDiskStatus[] = input.disks.map((d) => ({ ...d, lastError: d.lastError === null ? null : d.lastError.slice(0, 1000) }));
     await this.repos.agents.heartbeat(agent.id, { version: input.version, lastHeartbeatAt: this.now().toISOString(), disks });
-    this.reports.set(item.id, { atMs: this.now().getTime(), mode: input.mode ?? 'replicate', shutdown: input.shutdown ?? null, start: input.start ?? null });
+    const outcome = (r: AgentCommandResult | null | undefined): AgentCommandResult | null => (r ? { ...r, error: r.error === null ? null : r.error.slice(0, 1000) } : null);
+    this.reports.set(item.id, { atMs: this.now().getTime(), mode: input.mode ?? 'replicate', shutdown: outcome(input.shutdown), start: outcome(input.start) });
     await this.settleRequests(item.id, input);
     for (const wake of [...this.reportWaiters]) wake();
     const known = new Set(item.disks.map((d) => d.name));
