@@ -5,7 +5,8 @@
  * - failover (the source shut down through the agent's shutdown command) and commit;
  * - the replica and the primary both write after the point; reprotect ships exactly the
  *   blocks that differ, and the vault restarting in the middle of the sync resumes it;
- * - reverse replication carries the replica's later writes to the primary;
+ * - reverse replication carries the replica's later writes to the primary, also after a
+ *   vault restart;
  * - failback: the last changes arrive, the store's newest point (of the new generation)
  *   equals the replica, the item goes initial-replication → protected, the primary is
  *   started through the agent, and a later write on the primary reaches a new point
@@ -89,6 +90,13 @@ test('reprotect ships only the blocks that differ and survives a vault restart; 
   const later = randomBytes(4096);
   rig.compute.write(rig.machineId, 'sda', 60 * BLOCK, later);
   await waitUntil('the replica write to reach the primary', () => (rig.imageBytes().subarray(60 * BLOCK, 60 * BLOCK + 4096).equals(later) ? true : undefined));
+
+  // The loop survives a vault restart: it starts again for the reprotected item.
+  await rig.stopVault();
+  await rig.startVault();
+  const afterRestart = randomBytes(4096);
+  rig.compute.write(rig.machineId, 'sda', 80 * BLOCK, afterRestart);
+  await waitUntil('a replica write after a vault restart to reach the primary', () => (rig.imageBytes().subarray(80 * BLOCK, 80 * BLOCK + 4096).equals(afterRestart) ? true : undefined));
 
   // Failback: a last write on the replica, queued but held from the agent until the failback job syncs.
   rig.gate.hold = true;
