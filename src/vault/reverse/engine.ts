@@ -373,7 +373,8 @@ export class ReverseEngine {
   /**
    * Cuts the replica's change tracker of every disk and queues the changed blocks (the
    * cut is committed once they are queued durably: a crash in between queues them again).
-   * Resolves with the blocks queued, and whether a tracker lost continuity (a compare is then needed).
+   * Resolves with the blocks queued, and whether a tracker lost continuity (a compare is then
+   * needed: the caller must run one, the lost tracker's cut was only a fresh start).
    */
   async cutChanges(item: ReplicatedItem): Promise<{ blocks: number; lost: boolean }> {
     const s = await this.requireState(item.id);
@@ -383,6 +384,13 @@ export class ReverseEngine {
       const t = await this.tracker(item.id, s.machineId, disk.name);
       lost ||= t.lost;
       const cut = await t.tracker.cut();
+      if (t.lost || cut.full) {
+        // A tracker that lost continuity would report the whole disk: its cut only starts the record
+        // afresh, and the digest compare the caller runs next finds what differs.
+        lost = true;
+        await cut.commit();
+        continue;
+      }
       try {
         const blocks = new Set<number>();
         for await (const e of cut.changes()) {
@@ -405,6 +413,8 @@ export class ReverseEngine {
     for (const disk of item.disks) {
       const { tracker } = await this.tracker(item.id, s.machineId, disk.name);
       const cut = await tracker.cut();
+      // A cut commits only once its changes were read to the end (the qemu tracker refuses otherwise).
+      for await (const _ of cut.changes()) void _;
       await cut.commit();
     }
   }
