@@ -29,9 +29,10 @@ const DISK_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 /** States in which a machine may (re-)enroll its agent. */
 const ENROLLABLE: readonly ItemState[] = ['enabling', 'initial-replication', 'protected', 'test-failover', 'test-failover-cleanup', 'reprotected'];
 /**
- * States in which the source machine replicates forward (docs/recovery.md, "Fencing");
- * 'enabling' too: the agent enrolls during the install step and may connect before the
- * job's last step runs.
+ * States in which the source machine replicates forward (docs/recovery.md, "Fencing"): the
+ * replica processor's REPLICATING_STATES and 'enabling' too: the agent enrolls during the
+ * install step and may connect before the job's last step runs. (Not imported from the
+ * processor, which imports this module.)
  */
 export const REPLICATING: readonly ItemState[] = ['enabling', 'initial-replication', 'protected', 'test-failover', 'test-failover-cleanup'];
 /** States in which the source machine is the target of reverse replication (until failback's last step). */
