@@ -88,8 +88,9 @@ async function viaSsh(deps: RecoveryDeps, item: ReplicatedItem): Promise<void> {
   const pinned = await deps.repos.settings.get<StoredHostKey>(hostKeySettingKey(machine.id));
   const hostKey: HostKeyPolicy = pinned ? { sha256: pinned.sha256 } : 'accept-new';
   // In the background after a second, so the command returns before sshd goes down with the machine.
+  // For another user than root, `sudo -n true` first (in the foreground), so a missing sudo right fails the command.
   const halt = `nohup sh -c 'sleep 1; poweroff || shutdown -h now' >/dev/null 2>&1 &`;
-  const command = account.username === 'root' ? halt : `sudo -n true && nohup sudo -n sh -c 'sleep 1; poweroff || shutdown -h now' >/dev/null 2>&1 &`;
+  const command = account.username === 'root' ? halt : `sudo -n true && { nohup sudo -n sh -c 'sleep 1; poweroff || shutdown -h now' >/dev/null 2>&1 & }`;
   try {
     await runRemoteCommand({ host: machine.privateIp, username: account.username, auth, hostKey }, command);
   } catch (err) {
