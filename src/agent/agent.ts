@@ -428,6 +428,13 @@ export class Agent {
         await this.clock.sleep(1000, AbortSignal.any([signal, this.wake.signal]));
         continue;
       }
+      // A tracker that could not open when replication resumed (e.g. the qemu tracker before its machine
+      // is started again after failback) is tried again every crash interval.
+      const closed = this.disks.filter((d) => !d.fenced && !d.tracker && d.notBeforeMs <= this.clock.now());
+      for (const d of closed) {
+        await this.reopenTracker(d);
+        if (!d.tracker) d.notBeforeMs = this.clock.now() + this.config.crashConsistentFrequencySeconds * 1000;
+      }
       const active = this.disks.filter((d) => !d.fenced && d.tracker);
       if (active.length === 0) {
         await this.clock.sleep(1000, AbortSignal.any([signal, this.wake.signal]));

@@ -54,6 +54,33 @@ describe('agent modes', () => {
     }
   });
 
+  it('back from reverse: a tracker that cannot open yet (its machine still off) is tried again until replication resumes', async () => {
+    const h = new Harness({ config: { mode: 'reverse' } });
+    try {
+      let refusals = 2;
+      h.start({
+        openTracker: async () => {
+          if (refusals > 0) {
+            refusals--;
+            throw new Error('QMP socket not there: the machine is off');
+          }
+          return h.disk.tracker();
+        },
+      });
+      await h.clock.until(() => h.vault.lastReport?.mode === 'reverse', 'the reverse mode reported');
+      assert.equal(refusals, 2, 'no tracker is opened in reverse mode');
+      h.fill(0, 4096);
+      h.vault.config = { ...h.vault.config, mode: 'replicate', generation: 2 };
+      await h.clock.until(() => h.count('cut-committed') >= 1, 'a cut once the tracker opened');
+      assert.equal(refusals, 0);
+      assert.ok(h.of('disk-error').length >= 2, 'each failed open is reported');
+      assert.equal(h.agent.status().disks[0]?.generation, 2);
+      await h.stop();
+    } finally {
+      h.cleanup();
+    }
+  });
+
   it('runs a shutdown request once per id and reports it; a restart does not run it again', async () => {
     const h = new Harness();
     try {
