@@ -56,6 +56,8 @@ export async function vaultJson(options: {
     json = undefined;
   }
   if (res.ok) {
+    // 204: the route answers nothing (the agent's reverse digests and acknowledgements).
+    if (res.status === 204) return undefined;
     if (json === undefined || json === null || typeof json !== 'object') {
       throw new LifeboatError('API_ERROR', `the vault answered ${method} ${path} with no JSON object`, { details: { status: res.status } });
     }
