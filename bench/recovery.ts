@@ -26,6 +26,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, mkdtempSync, openSync, rmSync, statSync, truncateSync, writeSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { AgentEvent } from '../src/agent/agent.js';
 import { AllInOne } from '../src/cli/commands/quickstart.js';
 import type { MachineStatus } from '../src/compute/driver.js';
 import { isLifeboatError, LifeboatError } from '../src/core/errors.js';
@@ -235,15 +236,11 @@ async function writeChangeInGuest(all: AllInOne, machineId: string, diskBytes: n
   const span = 2 ** Math.floor(Math.log2(blocks));
   const count = Math.round((diskBytes / BLOCK_BYTES) * (percent / 100));
   const seed = randomBytes(4).readUInt32BE(0) % span;
-  const script = [
-    `i=0`,
-    `while [ $i -lt ${count} ]; do`,
-    `dd if=/dev/urandom of=/dev/nvme0n1 bs=4096 count=1 seek=$(( ${first} + ((i * 1000003 + ${seed}) % ${span}) * ${blocks} / ${span} )) conv=notrunc 2>/dev/null || { echo dd failed; break; }`,
-    `i=$((i + 1))`,
-    `done`,
-    `sync`,
-    `echo wrote $i`,
-  ].join('; ');
+  const block = `${first} + ((i * 1000003 + ${seed}) % ${span}) * ${blocks} / ${span}`;
+  const script =
+    `i=0; while [ $i -lt ${count} ]; do ` +
+    `dd if=/dev/urandom of=/dev/nvme0n1 bs=4096 count=1 seek=$(( ${block} )) conv=notrunc 2>/dev/null || { echo dd failed; break; }; ` +
+    `i=$((i + 1)); done; sync; echo wrote $i`;
   const r = await all.server.compute.runInGuest(machineId, script, { timeoutMs: 3_600_000 });
   if (r.exitCode !== 0 || !r.output.includes(`wrote ${count}`)) throw new LifeboatError('COMPUTE_FAILED', `the guest's writes failed (exit ${r.exitCode}): ${r.output.slice(-500)}`);
   return count;
@@ -273,7 +270,11 @@ async function runFailback(guest: GuestImage, options: RecoveryOptions, log: (m:
     return { job, seconds };
   };
   try {
-    const disk = await all.protect(`failback-${diskGiB}g`, image, { timeoutMs: 1_800_000 });
+    // The agent's side of reverse replication, in the progress log.
+    const onEvent = (e: AgentEvent): void => {
+      if (e.event.startsWith('reverse') || e.event === 'disk-error' || e.event === 'config') log(`recovery: agent: ${JSON.stringify(e)}`);
+    };
+    const disk = await all.protect(`failback-${diskGiB}g`, image, { timeoutMs: 1_800_000, onEvent });
     await drillSettings(all, disk.itemId, markerPattern(guest));
     const failover = await step('failover', `/api/v1/items/${disk.itemId}/failover`, { point: { kind: 'latest-processed' }, shutdownSource: false });
     await step('commit', `/api/v1/items/${disk.itemId}/commit`, {});

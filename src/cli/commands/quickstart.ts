@@ -178,7 +178,7 @@ export class AllInOne {
    * one-time token and run in this process; resolves once the item is protected
    * (its first recovery point made).
    */
-  async protect(name: string, imagePath: string, options: { tracker?: DiskSpec['tracker']; timeoutMs?: number } = {}): Promise<ProtectedImage> {
+  async protect(name: string, imagePath: string, options: { tracker?: DiskSpec['tracker']; timeoutMs?: number; onEvent?: (e: AgentEvent) => void } = {}): Promise<ProtectedImage> {
     const repos = this.server.repos;
     const n = ++this.machines;
     const cs = (await repos.configServers.list()).find((s) => s.vaultId === this.vaultId) ?? (await repos.configServers.create({ vaultId: this.vaultId, name: 'this-host', address: '127.0.0.1', version: '0.1.0' }));
@@ -207,7 +207,10 @@ export class AllInOne {
       openTracker: registryTrackers(state),
       heartbeatIntervalMs: 1000,
       version: 'quickstart',
-      onEvent: (e) => events.push(e),
+      onEvent: (e) => {
+        events.push(e);
+        options.onEvent?.(e);
+      },
     });
     const stopping = new AbortController();
     let failed: unknown;
