@@ -115,6 +115,7 @@ export class ReverseEngine {
   /** Digests received per item for the outstanding request (in memory: a restart asks again). */
   private readonly received = new Map<string, { request: string; disks: Map<string, ReceivedDisk> }>();
   private readonly trackers = new Map<string, ChangeTracker>();
+  private readonly sizes = new Map<string, number>();
 
   constructor(private readonly deps: RecoveryDeps) {}
 
@@ -260,7 +261,16 @@ export class ReverseEngine {
 
   private async diskSizes(s: ReverseState): Promise<Map<string, number>> {
     const sizes = new Map<string, number>();
-    for (const disk of new Set(s.queue.map((e) => e.disk))) sizes.set(disk, await withDisk(this.deps, s.machineId, disk, async (src) => src.sizeBytes));
+    for (const disk of new Set(s.queue.map((e) => e.disk))) {
+      // A replica disk's size does not change while it is replicated back: read once per machine and disk.
+      const key = `${s.machineId}/${disk}`;
+      let size = this.sizes.get(key);
+      if (size === undefined) {
+        size = await withDisk(this.deps, s.machineId, disk, async (src) => src.sizeBytes);
+        this.sizes.set(key, size);
+      }
+      sizes.set(disk, size);
+    }
     return sizes;
   }
 
