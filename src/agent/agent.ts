@@ -203,6 +203,8 @@ export class Agent {
   private commandRunning = false;
   /** The digest request of the reverse session answered last (a new one asks again). */
   private digestsPosted: string | undefined;
+  /** Reverse replication's progress this process, for the heartbeat. */
+  private reverseProgress: { session: string; lastSequence: number; bytesWritten: number } | null = null;
 
   constructor(private readonly options: AgentOptions) {
     this.clock = options.clock ?? systemClock;
@@ -279,7 +281,14 @@ export class Agent {
         lastError: d.lastError === null ? null : d.lastError.slice(0, 4000),
       };
     });
-    return { disks, version: this.options.version ?? '0.0.0', mode: this.mode, shutdown: this.commands.shutdown, start: this.commands.start };
+    return {
+      disks,
+      version: this.options.version ?? '0.0.0',
+      mode: this.mode,
+      shutdown: this.commands.shutdown,
+      start: this.commands.start,
+      reverse: this.mode === 'reverse' ? this.reverseProgress : null,
+    };
   }
 
   /** Sends one heartbeat and obeys the answer; on failure the last config stays in force. */
@@ -580,6 +589,8 @@ export class Agent {
       const bytes = await writeBlocks(this.options.config.disks, blocks);
       const last = Math.max(...blocks.map((b) => b.sequence));
       await vault.reverseAck(this.identity.credential, { session: batch.session, sequence: last, bytes });
+      const before = this.reverseProgress?.session === batch.session ? this.reverseProgress.bytesWritten : 0;
+      this.reverseProgress = { session: batch.session, lastSequence: last, bytesWritten: before + bytes };
       this.emit({ event: 'reverse-written', session: batch.session, lastSequence: last, bytes });
     } catch (err) {
       if (signal.aborted) return;

@@ -42,6 +42,8 @@ export interface HeartbeatReport {
   /** The outcome of the last shutdown / start request it ran (docs/recovery.md). */
   readonly shutdown?: AgentCommandResult | null;
   readonly start?: AgentCommandResult | null;
+  /** In reverse mode: the session, the last sequence written and acknowledged, and the bytes written in it. */
+  readonly reverse?: { readonly session: string; readonly lastSequence: number; readonly bytesWritten: number } | null;
 }
 
 /**

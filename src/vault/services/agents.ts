@@ -82,6 +82,8 @@ export interface AgentHeartbeat {
   /** The outcome of the last shutdown / start request it ran. */
   readonly shutdown?: AgentCommandResult | null;
   readonly start?: AgentCommandResult | null;
+  /** In reverse mode: the agent's progress (the vault counts acknowledged bytes itself). */
+  readonly reverse?: { readonly session: string; readonly lastSequence: number; readonly bytesWritten: number } | null;
 }
 
 /** What the vault asks of an item's agent besides replication (kept in settings `agent-requests:<itemId>`). */
@@ -97,6 +99,7 @@ export interface AgentReport {
   readonly mode: AgentMode;
   readonly shutdown: AgentCommandResult | null;
   readonly start: AgentCommandResult | null;
+  readonly reverse: AgentHeartbeat['reverse'] | null;
 }
 
 /** The store disk of an item's disk. */
@@ -201,7 +204,7 @@ export class AgentService {
     const disks: AgentDiskStatus[] = input.disks.map((d) => ({ ...d, lastError: d.lastError === null ? null : d.lastError.slice(0, 1000) }));
     await this.repos.agents.heartbeat(agent.id, { version: input.version, lastHeartbeatAt: this.now().toISOString(), disks });
     const outcome = (r: AgentCommandResult | null | undefined): AgentCommandResult | null => (r ? { ...r, error: r.error === null ? null : r.error.slice(0, 1000) } : null);
-    this.reports.set(item.id, { atMs: this.now().getTime(), mode: input.mode ?? 'replicate', shutdown: outcome(input.shutdown), start: outcome(input.start) });
+    this.reports.set(item.id, { atMs: this.now().getTime(), mode: input.mode ?? 'replicate', shutdown: outcome(input.shutdown), start: outcome(input.start), reverse: input.reverse ?? null });
     await this.settleRequests(item.id, input);
     for (const wake of [...this.reportWaiters]) wake();
     const known = new Set(item.disks.map((d) => d.name));

@@ -85,6 +85,9 @@ test('reprotect ships only the blocks that differ and survives a vault restart; 
   const status = (await rig.api('GET', `/api/v1/items/${item.id}/reverse`)).json as { jobs: Record<string, { bytes: number; blocks: number }> };
   assert.deepEqual(status.jobs[reprotect.id], { bytes: differing.length * BLOCK, blocks: differing.length }, 'the bytes shipped are those of the differing blocks, once');
   assert.ok(differing.length * BLOCK < rig.sizeBytes / 20, 'far below the disk size');
+  await waitUntil('the agent to report what it wrote in its heartbeat', () =>
+    rig.vault.agents.report(item.id)?.reverse?.bytesWritten === differing.length * BLOCK ? true : undefined,
+  );
 
   // Reverse replication: a later write of the replica reaches the primary.
   const later = randomBytes(4096);

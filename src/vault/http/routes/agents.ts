@@ -189,6 +189,10 @@ export function agentsRoutes(agents: AgentRoutesService, audit: (entry: AuditRec
               mode: modeSchema,
               shutdown: commandResultSchema,
               start: commandResultSchema,
+              reverse: {
+                ...object({ session: { type: 'string', minLength: 1, maxLength: 64 }, lastSequence: bytes, bytesWritten: bytes }),
+                nullable: true,
+              },
             },
             ['disks', 'version'],
           ),
