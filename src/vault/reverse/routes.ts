@@ -6,6 +6,7 @@ import { route } from '../http/route.js';
 import { jobSchema } from '../http/routes/jobs.js';
 import { idString, object } from '../http/routes/schemas.js';
 import type { Principal, RouteModule } from '../http/types.js';
+import { ENDED_JOB_STATES } from '../jobs/job-store.js';
 import type { RecoveryDeps } from '../recovery/module.js';
 import type { ReverseEngine, ReverseState } from './engine.js';
 
@@ -62,9 +63,25 @@ export function reverseStatus(itemId: string, s: ReverseState | undefined): Reve
 export function reverseRoutes(deps: RecoveryDeps, engine: ReverseEngine): RouteModule {
   const { repos } = deps;
 
-  /** The item's state changes and its job is created in one transaction (src/core/item-state.ts). */
+  /**
+   * The item's state changes and its job is created in one transaction (src/core/item-state.ts).
+   * A reprotect or failback whose job failed is run again (a new job, the same state and
+   * generation), never undone, as a failover is: the first steps fenced the other side already.
+   */
   const start = async (itemId: string, action: 'start-reprotect' | 'start-failback', who: string): Promise<Job> => {
     const item = await repos.items.get(itemId);
+    const kind: JobKind = action === 'start-reprotect' ? 'reprotect' : 'failback';
+    if (item.state === (action === 'start-reprotect' ? 'reprotecting' : 'failing-back')) {
+      return repos.db.transaction(async () => {
+        const open = (await repos.jobs.list({ itemId: item.id, kind })).filter((j) => !ENDED_JOB_STATES.includes(j.state));
+        if (open.length > 0) {
+          throw new LifeboatError('ILLEGAL_TRANSITION', `a ${kind} of item ${item.id} is still ${open[0]?.state} (job ${open[0]?.id}); wait for it`, {
+            details: { item: item.id, job: open[0]?.id },
+          });
+        }
+        return repos.jobs.create({ kind, itemId: item.id, initiator: who, steps: JOB_KINDS[kind].steps.map((s) => s.name) });
+      });
+    }
     const next = transition(item, action);
     return repos.db.transaction(async () => {
       if (!(await repos.items.updateState(item.id, item.state, next.state, { generation: next.generation }))) {
