@@ -118,8 +118,15 @@ export function reverseHandlers(deps: RecoveryDeps, engine: ReverseEngine, loops
       const store = await deps.stores.openVaultStore(item.vaultId);
       const written = await Promise.all(item.disks.map(async (d) => (await store.latestPoint(storeDiskName(item.id, d.name)))?.source.generation === item.generation));
       if (!written.every(Boolean)) {
-        await engine.cutChanges(item);
-        await engine.drained(item.id, ctx.signal, { timeoutMs: timeouts.drainMs, onProgress: (p) => progress(ctx)(Math.floor(p / 3)) });
+        try {
+          await engine.cutChanges(item);
+          await engine.drained(item.id, ctx.signal, { timeoutMs: timeouts.drainMs, onProgress: (p) => progress(ctx)(Math.floor(p / 3)) });
+        } catch (err) {
+          if (ctx.signal.aborted) throw err;
+          // The qemu driver's change tracker needs QEMU running and the replica is off by now: the digest
+          // compare below finds and ships whatever the last cut would have.
+          deps.logger.warn({ itemId: item.id, jobId: ctx.job.id, error: (err as Error).message }, 'failback: no last cut of the stopped replica; the digest compare ships its last changes');
+        }
         // The digests once more: whatever differs (a block missed, a write the tracker did not see) is shipped again.
         let checks = 0;
         for (;;) {
