@@ -43,7 +43,23 @@ function describe(e: AgentEvent): string | undefined {
     case 'heartbeat-failed':
       return `vault heartbeat: ${e.code}: ${e.message} (working on the last configuration)`;
     case 'config':
-      return `configuration: ${e.paused ? 'paused' : 'running'}, throttle ${e.throttleBytesPerSec > 0 ? `${(e.throttleBytesPerSec / MiB).toFixed(1)} MiB/s` : 'none'}, generation ${e.generation}`;
+      return `configuration: ${e.paused ? 'paused' : 'running'}, throttle ${e.throttleBytesPerSec > 0 ? `${(e.throttleBytesPerSec / MiB).toFixed(1)} MiB/s` : 'none'}, generation ${e.generation}, mode ${e.mode}`;
+    case 'mode':
+      return e.mode === 'fenced'
+        ? 'mode fenced: the item failed over; nothing is shipped from this machine until the vault says replicate again'
+        : e.mode === 'reverse'
+          ? 'mode reverse: this machine\'s disks are the target of reverse replication (reprotect, failback)'
+          : 'mode replicate: replicating to the process server';
+    case 'command':
+      return `${e.kind} request ${e.id}: ${e.ok ? 'the command ran' : `failed: ${e.error ?? 'no reason'}`}`;
+    case 'reverse-digests':
+      return `reverse: digests of disks ${e.disks.join(', ')} posted (session ${e.session})`;
+    case 'reverse-written':
+      return `reverse: wrote ${(e.bytes / MiB).toFixed(1)} MiB up to sequence ${e.lastSequence} (session ${e.session})`;
+    case 'reverse-error':
+      return `reverse: ${e.code}: ${e.message}`;
+    case 'digest-map-rebuilt':
+      return `disk ${e.disk}: digest map rebuilt from the disk (it equals the newest point): replication goes on incrementally`;
     case 'stopped':
       return 'agent stopped';
     case 'progress':
