@@ -102,7 +102,14 @@ export type FailbackResult =
       readonly failbackS: number;
     }
   /** Not measured: the build lacks reverse replication (its routes answer NOT_FOUND or UNSUPPORTED), or a step failed (`failed`). */
-  | { readonly available: false; readonly diskGiB: number; readonly failed: boolean; readonly reason: string };
+  | {
+      readonly available: false;
+      readonly diskGiB: number;
+      readonly failed: boolean;
+      readonly reason: string;
+      /** When a step after the change failed: the change, and what reverse replication had shipped since it by then. */
+      readonly partial?: { readonly changedBytes: number; readonly shippedBytes: number; readonly reprotectBytes: number };
+    };
 
 export interface RecoveryReport {
   readonly commandLine: string;
@@ -269,6 +276,7 @@ async function runFailback(guest: GuestImage, options: RecoveryOptions, log: (m:
     log(`recovery: ${what} done in ${seconds.toFixed(1)} s`);
     return { job, seconds };
   };
+  let partial: { itemId: string; changedBytes: number; before: ReverseStatus; reprotectJobId: string } | undefined;
   try {
     // The agent's side of reverse replication, in the progress log.
     const onEvent = (e: AgentEvent): void => {
@@ -284,6 +292,7 @@ async function runFailback(guest: GuestImage, options: RecoveryOptions, log: (m:
     const w0 = performance.now();
     const changedBlocks = await writeChangeInGuest(all, machine.id, diskGiB * GiB, options.changePercent, guest.partition.startBytes + guest.partition.sizeBytes);
     log(`recovery: the replica's guest wrote ${changedBlocks} random 4 KiB blocks in ${((performance.now() - w0) / 1000).toFixed(0)} s`);
+    partial = { itemId: disk.itemId, changedBytes: changedBlocks * BLOCK_BYTES, before, reprotectJobId: reprotect.job.id };
     const failback = await step('failback', `/api/v1/items/${disk.itemId}/failback`, {});
     const after = await all.api.get<ReverseStatus>(`/api/v1/items/${disk.itemId}/reverse`);
     return {
@@ -303,7 +312,12 @@ async function runFailback(guest: GuestImage, options: RecoveryOptions, log: (m:
     // any other failure is reported as one, after the boot-time figures it does not spoil.
     const missing = isLifeboatError(err, 'NOT_FOUND') || isLifeboatError(err, 'UNSUPPORTED');
     log(`recovery: failback part ${missing ? 'not available' : 'failed'}: ${(err as Error).message}`);
-    return { available: false, diskGiB, failed: !missing, reason: (err as Error).message };
+    let shippedSoFar: NonNullable<Extract<FailbackResult, { available: false }>['partial']> | undefined;
+    if (partial) {
+      const now = await all.api.get<ReverseStatus>(`/api/v1/items/${partial.itemId}/reverse`);
+      shippedSoFar = { changedBytes: partial.changedBytes, shippedBytes: now.bytesShipped - partial.before.bytesShipped, reprotectBytes: now.jobs[partial.reprotectJobId]?.bytes ?? 0 };
+    }
+    return { available: false, diskGiB, failed: !missing, reason: (err as Error).message, ...(shippedSoFar ? { partial: shippedSoFar } : {}) };
   } finally {
     await all.close();
     rmSync(dir, { recursive: true, force: true });
@@ -370,7 +384,16 @@ export function renderRecovery(r: RecoveryReport): string {
   out.push('');
   const fb = r.failback;
   if (fb === null) out.push('Failback: not run (--recovery-failback-size 0).');
-  else if (!fb.available) out.push(`Failback after a ${r.options.changePercent} % change on a ${fb.diskGiB} GiB disk: ${fb.failed ? 'FAILED' : 'not available'}: ${fb.reason}`);
+  else if (!fb.available) {
+    out.push(`Failback after a ${r.options.changePercent} % change on a ${fb.diskGiB} GiB disk: ${fb.failed ? 'FAILED' : 'not available'}: ${fb.reason}`);
+    const p = fb.partial;
+    if (p) {
+      out.push(
+        '',
+        `Until it failed, reverse replication had shipped ${(p.shippedBytes / MiB).toFixed(1)} MiB since the change of ${(p.changedBytes / MiB).toFixed(1)} MiB (${(p.shippedBytes / p.changedBytes).toFixed(2)}×, ${((100 * p.shippedBytes) / (fb.diskGiB * GiB)).toFixed(2)} % of the disk); reprotect's first sync had shipped ${(p.reprotectBytes / MiB).toFixed(1)} MiB.`,
+      );
+    }
+  }
   else {
     out.push(`Failback after a ${r.options.changePercent} % change on a ${fb.diskGiB} GiB disk (${fb.changedBlocks} distinct 4 KiB blocks of random data written by the running replica's guest, busybox dd through its console shell):`, '');
     out.push('| changed | shipped, change → failback done | of which the failback job | shipped / changed | shipped / disk | reprotect shipped | failover s | reprotect s | failback s |');
