@@ -313,8 +313,9 @@ async function runFailback(guest: GuestImage, options: RecoveryOptions, log: (m:
     const missing = isLifeboatError(err, 'NOT_FOUND') || isLifeboatError(err, 'UNSUPPORTED');
     log(`recovery: failback part ${missing ? 'not available' : 'failed'}: ${(err as Error).message}`);
     let shippedSoFar: NonNullable<Extract<FailbackResult, { available: false }>['partial']> | undefined;
-    if (partial) {
-      const now = await all.api.get<ReverseStatus>(`/api/v1/items/${partial.itemId}/reverse`);
+    // The partial figures are a bonus: a status that cannot be read leaves them out, the failure stands.
+    const now = partial && (await all.api.get<ReverseStatus>(`/api/v1/items/${partial.itemId}/reverse`).catch(() => undefined));
+    if (partial && now) {
       shippedSoFar = { changedBytes: partial.changedBytes, shippedBytes: now.bytesShipped - partial.before.bytesShipped, reprotectBytes: now.jobs[partial.reprotectJobId]?.bytes ?? 0 };
     }
     return { available: false, diskGiB, failed: !missing, reason: (err as Error).message, ...(shippedSoFar ? { partial: shippedSoFar } : {}) };
