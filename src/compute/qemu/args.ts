@@ -25,6 +25,11 @@ export const FILES = {
   exports: 'exports.sock',
 } as const;
 
+/** The change-tracking QMP socket of the disk at `index` (the first keeps the name it always had). */
+export function qmpChangesFile(index: number): string {
+  return index === 0 ? FILES.qmpChanges : `qmp-changes-${index}.sock`;
+}
+
 export interface DiskLayout {
   readonly name: string;
   readonly sizeBytes: number;
@@ -144,10 +149,13 @@ export function qemuArgs(input: QemuArgsInput): string[] {
     typed('socket', { id: 'qmp0', path: join(dir, FILES.qmp), server: 'on', wait: 'off' }),
     '-mon',
     'chardev=qmp0,mode=control',
-    '-chardev',
-    typed('socket', { id: 'qmp1', path: join(dir, FILES.qmpChanges), server: 'on', wait: 'off' }),
-    '-mon',
-    'chardev=qmp1,mode=control',
+    // One change-tracking monitor per disk: a QMP socket serves one client at a time, and each disk has its own tracker.
+    ...input.disks.flatMap((_, i) => [
+      '-chardev',
+      typed('socket', { id: `qmp${i + 1}`, path: join(dir, qmpChangesFile(i)), server: 'on', wait: 'off' }),
+      '-mon',
+      `chardev=qmp${i + 1},mode=control`,
+    ]),
     '-chardev',
     typed('socket', { id: 'ser0', path: join(dir, FILES.serial), server: 'on', wait: 'off', logfile: join(dir, FILES.console), logappend: 'on' }),
     '-serial',

@@ -63,7 +63,7 @@ import {
   writeMachineRecord,
   type MachineRecord,
 } from '../machine-dir.js';
-import { accelArgs, diskArgs, diskNode, FILES, overlayPath, qemuArgs, srcNode, type DiskLayout } from './args.js';
+import { accelArgs, diskArgs, diskNode, FILES, overlayPath, qemuArgs, qmpChangesFile, srcNode, type DiskLayout } from './args.js';
 import { accelOverride, readAccelVerdict, writeAccelVerdict, type Accel } from './accel.js';
 import { consoleTail, runOnSerial, waitForConsoleLine } from './console.js';
 import { openImageFile } from './image-reader.js';
@@ -224,7 +224,7 @@ export class QemuComputeDriver implements ComputeDriver {
       }
       const accel = await this.decideAccel(record, options.signal);
       options.signal?.throwIfAborted();
-      for (const f of [FILES.qmp, FILES.qmpChanges, FILES.serial, FILES.pid]) await rm(join(dir, f), { force: true });
+      for (const f of [FILES.qmp, ...record.spec.disks.map((_, i) => qmpChangesFile(i)), FILES.serial, FILES.pid]) await rm(join(dir, f), { force: true });
       await runTool(
         'qemu-system-x86_64',
         qemuArgs({
@@ -457,7 +457,7 @@ export class QemuComputeDriver implements ComputeDriver {
     const dir = machineDir(this.options.stateDir, id);
     const index = record.spec.disks.findIndex((d) => d.name === disk);
     return openQemuTracker({
-      qmpSocket: join(dir, FILES.qmpChanges),
+      qmpSocket: join(dir, qmpChangesFile(index)),
       node: diskNode(index),
       workDir: join(dir, `changes-${disk}`),
       nbdSocket: join(dir, FILES.exports),
