@@ -188,9 +188,10 @@ describe('end-to-end recovery of a tiny Linux machine (server, agent, QEMU; CLI 
     }, 300_000);
 
     const primaryBoots = primary.boots();
-    const failedBack = await shippedBy(['failback', itemId]);
-    // Everything the replica acknowledged before it was shut down.
-    const written = w.machineRecords(failoverMachine);
+    // Everything the replica acknowledges until failback shuts it down (its console goes with the machine at the end).
+    let written = w.machineRecords(failoverMachine);
+    const watching = setInterval(() => (written = w.machineRecords(failoverMachine) ?? written), 200);
+    const failedBack = await shippedBy(['failback', itemId]).finally(() => clearInterval(watching));
     assert.ok(written && written.lastAck > written.resumedAfter + 20, JSON.stringify(written));
     assert.deepEqual(qemuProcesses(failoverMachine), [], 'the replica machine is stopped');
 
