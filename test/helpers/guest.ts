@@ -20,7 +20,8 @@
  * without a journal so a crash-consistent copy reads back with debugfs, no
  * replay needed) that init finds by label and mounts at /data before
  * anything else runs; `service` is a shell snippet started in the background
- * right after the marker (use with `shell`, which keeps the guest running).
+ * right after the marker (use with `shell`, which keeps the guest running);
+ * `acpi` powers the guest off when QEMU presses its ACPI power button.
  *
  * Contracts:
  * - Tests never run apt-get install: a missing tool fails with the Debian
@@ -103,7 +104,16 @@ export interface GuestImageSpec {
   dataDisk?: { sizeBytes: number; files?: Record<string, string | Uint8Array> };
   /** Shell snippet started in the background (busybox sh, output on the console) right after the marker; it may run forever. */
   service?: string;
+  /**
+   * Power off when the hypervisor presses the ACPI power button (QMP
+   * system_powerdown, a graceful stop): the kernel's evdev and ACPI button
+   * modules are loaded and busybox acpid runs `sync; poweroff -f`.
+   */
+  acpi?: boolean;
 }
+
+/** Modules busybox acpid needs to see the ACPI power button, in load order (neither depends on another module). */
+const ACPI_MODULES = ['kernel/drivers/input/evdev', 'kernel/drivers/acpi/button'] as const;
 
 /**
  * The guest's network, for QEMU user networking: the kernel's virtio-net modules
@@ -181,8 +191,10 @@ export async function buildGuestImage(spec: GuestImageSpec): Promise<GuestImage>
   // Options added later join the key only when set, so images built without them keep their cache entries.
   if (spec.shell === true) keyHash.update('\0shell');
   if (spec.network !== undefined) keyHash.update(`\0network${JSON.stringify({ listenPort: spec.network.listenPort ?? null })}`);
-  if (spec.dataDisk !== undefined) keyHash.update('\0dataDisk');
+  if (spec.dataDisk !== undefined) keyHash.update(`\0dataDisk\0${dataDiskScript()}`);
   if (spec.service !== undefined) keyHash.update(`\0service\0${spec.service}`);
+  // The scripts these options put into init are keyed too, so changing them rebuilds the image.
+  if (spec.acpi === true) keyHash.update(`\0acpi\0${ACPI_SCRIPT}`);
   for (const [path, data] of dataFiles) keyHash.update(`\0${path}\0${sha256Hex(data)}`);
   keyHash.update(await sha256File(BUSYBOX));
   keyHash.update(await sha256File(MBR_BIN));
@@ -200,6 +212,7 @@ export async function buildGuestImage(spec: GuestImageSpec): Promise<GuestImage>
     fromCache = false;
     const kernel = await fetchKernel(kernelPackage);
     const netModules = spec.network === undefined ? undefined : await fetchNetModules(kernelPackage);
+    const acpiModules = spec.acpi === true ? await fetchModules(kernelPackage, ACPI_MODULES, 'acpi-modules', 'the ACPI power button') : undefined;
     const built = await buildImage({
       tools,
       kernel,
@@ -214,6 +227,7 @@ export async function buildGuestImage(spec: GuestImageSpec): Promise<GuestImage>
       netModules,
       dataDisk: spec.dataDisk !== undefined,
       service: spec.service,
+      acpiModules,
     });
     // Meta is written last: an image without meta (crash mid-build) is rebuilt.
     await writeAtomic(cachedMetaPath, JSON.stringify(built, null, 2));
@@ -368,10 +382,15 @@ async function fetchKernel(kernelPackage: string): Promise<{ release: string; pa
 }
 
 /** The virtio-net modules of the kernel, extracted once into the cache; returns their paths in load order. Runs under the build lock. */
-async function fetchNetModules(kernelPackage: string): Promise<string[]> {
+function fetchNetModules(kernelPackage: string): Promise<string[]> {
+  return fetchModules(kernelPackage, NET_MODULES, 'net-modules', 'the guest network');
+}
+
+/** Kernel modules (paths under lib/modules/<release>/ without .ko), extracted once into the cache as `<name>-<release>`; their paths in load order. */
+async function fetchModules(kernelPackage: string, modules: readonly string[], name: string, neededBy: string): Promise<string[]> {
   const release = kernelPackage.replace(/^linux-image-/, '');
-  const dir = join(cacheDir, 'kernel', `net-modules-${release}`);
-  const paths = NET_MODULES.map((m) => join(dir, `${posix.basename(m)}.ko`));
+  const dir = join(cacheDir, 'kernel', `${name}-${release}`);
+  const paths = modules.map((m) => join(dir, `${posix.basename(m)}.ko`));
   if (paths.every((p) => existsSync(p))) return paths;
   const work = await mkdtemp(join(cacheDir, 'kernel-dl-'));
   try {
@@ -385,9 +404,9 @@ async function fetchNetModules(kernelPackage: string): Promise<string[]> {
     const extracted = join(work, 'x');
     await run('dpkg-deb', ['-x', join(work, debs[0]), extracted]);
     await mkdir(dir, { recursive: true });
-    for (const m of NET_MODULES) {
+    for (const m of modules) {
       const from = join(extracted, 'lib', 'modules', release, `${m}.ko`);
-      if (!existsSync(from)) throw new Error(`${kernelPackage} has no ${m}.ko; the guest network needs it`);
+      if (!existsSync(from)) throw new Error(`${kernelPackage} has no ${m}.ko; ${neededBy} needs it`);
       const to = join(dir, `${posix.basename(m)}.ko`);
       await copyFile(from, `${to}.tmp`);
       await rename(`${to}.tmp`, to);
@@ -403,6 +422,7 @@ interface InitExtras {
   network?: GuestNetworkSpec;
   dataDisk?: boolean;
   service?: boolean;
+  acpi?: boolean;
 }
 
 /** The data disk's filesystem label; init finds the disk by it, whatever its device name. */
@@ -427,6 +447,13 @@ async function buildDataDisk(mkfsExt4: string, out: string, sizeBytes: number, f
     await rm(staging, { recursive: true, force: true });
   }
 }
+
+// acpid looks for /dev/input/event* once, when it starts: wait for the button's node first.
+const ACPI_SCRIPT = `for m in ${ACPI_MODULES.map((m) => `/lib/modules/acpi/${posix.basename(m)}.ko`).join(' ')}; do insmod $m; done
+i=0
+while [ ! -e /dev/input/event0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+acpid -c /etc/acpi -l /dev/console
+`;
 
 function dataDiskScript(): string {
   return `i=0
@@ -467,7 +494,7 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 echo "lifeboat-guest: kernel $(uname -r), uptime $(cut -d' ' -f1 /proc/uptime)s, cmdline: $(cat /proc/cmdline)"
-${extras.dataDisk === true ? dataDiskScript() : ''}${extras.network === undefined ? '' : networkScript(extras.network)}${
+${extras.dataDisk === true ? dataDiskScript() : ''}${extras.acpi === true ? ACPI_SCRIPT : ''}${extras.network === undefined ? '' : networkScript(extras.network)}${
   hasWorkload
     ? `if ! sh -e /etc/lifeboat/workload.sh; then
   echo "lifeboat-guest: workload FAILED"
@@ -511,6 +538,8 @@ interface BuildInput {
   netModules?: string[];
   dataDisk?: boolean;
   service?: string | undefined;
+  /** Paths of the evdev and ACPI button modules, in load order (with `acpi`). */
+  acpiModules?: string[] | undefined;
 }
 
 async function buildImage(input: BuildInput): Promise<CachedMeta> {
@@ -599,6 +628,7 @@ async function stageRootfs(root: string, input: BuildInput): Promise<void> {
       network: input.network,
       dataDisk: input.dataDisk,
       service: input.service !== undefined,
+      acpi: input.acpiModules !== undefined,
     }), {
     mode: 0o755,
   });
@@ -609,6 +639,13 @@ async function stageRootfs(root: string, input: BuildInput): Promise<void> {
   }
   if (input.workload !== undefined) await writeFile(join(root, 'etc', 'lifeboat', 'workload.sh'), `${input.workload}\n`);
   if (input.service !== undefined) await writeFile(join(root, 'etc', 'lifeboat', 'service.sh'), `${input.service}\n`);
+  if (input.acpiModules !== undefined) {
+    await mkdir(join(root, 'lib', 'modules', 'acpi'), { recursive: true });
+    for (const m of input.acpiModules) await copyFile(m, join(root, 'lib', 'modules', 'acpi', posix.basename(m)));
+    // busybox acpid runs CONFDIR/PWRF/00000080 for the power button.
+    await mkdir(join(root, 'etc', 'acpi', 'PWRF'), { recursive: true });
+    await writeFile(join(root, 'etc', 'acpi', 'PWRF', '00000080'), '#!/bin/sh\necho "lifeboat-guest: power button: powering off"\nsync\npoweroff -f\n', { mode: 0o755 });
+  }
   await writeFile(join(root, PAYLOAD_PATH), `${input.payload}\n`);
   for (const [path, data] of input.dataFiles) {
     await mkdir(dirname(join(root, path)), { recursive: true });
