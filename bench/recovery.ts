@@ -95,7 +95,7 @@ export type FailbackResult =
       readonly shippedBytes: number;
       /** Of which the failback job itself (its last cut and digest check). */
       readonly failbackJobBytes: number;
-      /** What reprotect's first synchronization shipped (the blocks that differed at the point of failover). */
+      /** What the reprotect job had shipped when it ended: its first synchronization (the blocks that differed after the failover). */
       readonly reprotectBytes: number;
       readonly failoverS: number;
       readonly reprotectS: number;
@@ -302,7 +302,7 @@ async function runFailback(guest: GuestImage, options: RecoveryOptions, log: (m:
       changedBytes: changedBlocks * BLOCK_BYTES,
       shippedBytes: after.bytesShipped - before.bytesShipped,
       failbackJobBytes: after.jobs[failback.job.id]?.bytes ?? 0,
-      reprotectBytes: after.jobs[reprotect.job.id]?.bytes ?? 0,
+      reprotectBytes: before.jobs[reprotect.job.id]?.bytes ?? 0,
       failoverS: failover.seconds,
       reprotectS: reprotect.seconds,
       failbackS: failback.seconds,
@@ -316,7 +316,7 @@ async function runFailback(guest: GuestImage, options: RecoveryOptions, log: (m:
     // The partial figures are a bonus: a status that cannot be read leaves them out, the failure stands.
     const now = partial && (await all.api.get<ReverseStatus>(`/api/v1/items/${partial.itemId}/reverse`).catch(() => undefined));
     if (partial && now) {
-      shippedSoFar = { changedBytes: partial.changedBytes, shippedBytes: now.bytesShipped - partial.before.bytesShipped, reprotectBytes: now.jobs[partial.reprotectJobId]?.bytes ?? 0 };
+      shippedSoFar = { changedBytes: partial.changedBytes, shippedBytes: now.bytesShipped - partial.before.bytesShipped, reprotectBytes: partial.before.jobs[partial.reprotectJobId]?.bytes ?? 0 };
     }
     return { available: false, diskGiB, failed: !missing, reason: (err as Error).message, ...(shippedSoFar ? { partial: shippedSoFar } : {}) };
   } finally {
