@@ -256,6 +256,15 @@ exit 0
     return this.markersSeen;
   }
 
+  /** The record the workload of the current (last) boot resumed after; undefined until it said so. */
+  resumedAfter(): number | undefined {
+    this.tail();
+    const lastBoot = this.consoleText.lastIndexOf(PRIMARY_MARKER);
+    if (lastBoot < 0) return undefined;
+    const m = /lifeboat-records: resuming after record (\d+)/.exec(this.consoleText.slice(lastBoot));
+    return m ? Number(m[1]) : undefined;
+  }
+
   /** Stops QEMU the way the agent's shutdownCommand does. */
   async stop(): Promise<void> {
     await run('/bin/sh', [this.stopScript]);
