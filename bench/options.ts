@@ -129,9 +129,10 @@ export function sizeLabel(n: number): string {
   return String(n);
 }
 
-export const RECOVERY_USAGE = `usage: npm run -s bench -- --recovery [--recovery-sizes 1,8,32] [--recovery-failback-size 8] [--out FILE]
+export const RECOVERY_USAGE = `usage: npm run -s bench -- --recovery [--recovery-sizes 1,8,32] [--recovery-drills 1] [--recovery-failback-size 8] [--out FILE]
 
   --recovery-sizes          disk sizes (GiB, whole numbers) of the test-failover → boot marker runs
+  --recovery-drills         test failovers per size (the report shows the median and the range)
   --recovery-failback-size  disk size (GiB) of the failback run after a 1 % change; 0 skips it
   (see docs/benchmarks.md, "Recovery")`;
 
@@ -143,6 +144,7 @@ export function parseRecoveryOptions(argv: readonly string[]): { readonly recove
       recovery: { type: 'boolean', default: false },
       'recovery-sizes': { type: 'string', default: RECOVERY_DEFAULTS.sizesGiB.join(',') },
       'recovery-failback-size': { type: 'string', default: String(RECOVERY_DEFAULTS.failbackGiB) },
+      'recovery-drills': { type: 'string', default: String(RECOVERY_DEFAULTS.drillsPerSize) },
       out: { type: 'string' },
     },
     strict: true,
@@ -151,5 +153,6 @@ export function parseRecoveryOptions(argv: readonly string[]): { readonly recove
   const sizesGiB = values['recovery-sizes'].split(',').map((t) => boundedInt(t.trim(), '--recovery-sizes', 1, 1024));
   if (sizesGiB.length === 0 || new Set(sizesGiB).size !== sizesGiB.length) throw new Error(`--recovery-sizes must list distinct sizes, got ${values['recovery-sizes']}`);
   const failbackGiB = boundedInt(values['recovery-failback-size'], '--recovery-failback-size', 0, 1024);
-  return Object.freeze({ recovery: Object.freeze({ ...RECOVERY_DEFAULTS, sizesGiB, failbackGiB }), outPath: values.out });
+  const drillsPerSize = boundedInt(values['recovery-drills'], '--recovery-drills', 1, 100);
+  return Object.freeze({ recovery: Object.freeze({ ...RECOVERY_DEFAULTS, sizesGiB, failbackGiB, drillsPerSize }), outPath: values.out });
 }

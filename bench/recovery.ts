@@ -53,6 +53,8 @@ export interface RecoveryOptions {
   readonly changePercent: number;
   /** The policy's crash-consistent cut interval while the drills run. */
   readonly cutEverySeconds: number;
+  /** Test failovers per size, one after the other on the same protected disk. */
+  readonly drillsPerSize: number;
 }
 
 export const RECOVERY_DEFAULTS: RecoveryOptions = Object.freeze({
@@ -60,16 +62,11 @@ export const RECOVERY_DEFAULTS: RecoveryOptions = Object.freeze({
   failbackGiB: 8,
   changePercent: 1,
   cutEverySeconds: 10,
+  drillsPerSize: 1,
 });
 
-export interface SizeResult {
-  readonly sizeGiB: number;
-  /** Bytes allocated in the sparse image (the guest's partition and the data written across it). */
-  readonly allocatedBytes: number;
-  /** Agent start → item protected (first point made). */
-  readonly initialReplicationS: number;
-  /** Data bytes of the cuts the agent committed until then. */
-  readonly initialShippedBytes: number;
+/** One test failover of a size. */
+export interface Drill {
   readonly outcome: DrillReport['outcome'];
   readonly error: string | null;
   /** The drill report: job start → boot marker. */
@@ -83,6 +80,20 @@ export interface SizeResult {
   readonly steps: readonly { readonly name: string; readonly seconds: number | null }[];
   /** POST cleanup → its job ended. */
   readonly cleanupS: number;
+}
+
+/** One disk size: its initial replication, and the median of its drills (by wall clock) with every drill beside it. */
+export interface SizeResult extends Drill {
+  readonly sizeGiB: number;
+  /** Bytes allocated in the sparse image (the guest's partition and the data written across it). */
+  readonly allocatedBytes: number;
+  /** Agent start → item protected (first point made). */
+  readonly initialReplicationS: number;
+  /** Data bytes of the cuts the agent committed until then. */
+  readonly initialShippedBytes: number;
+  /** Fastest and slowest wall clock over the drills (null when one saw no marker). */
+  readonly wallToMarkerRangeS: readonly [number, number] | null;
+  readonly drills: readonly Drill[];
 }
 
 export type FailbackResult =
@@ -176,6 +187,38 @@ function cutBytes(events: readonly { event: string; bytes?: number }[]): number 
   return events.reduce((n, e) => n + (e.event === 'cut-committed' ? (e.bytes ?? 0) : 0), 0);
 }
 
+/** One test failover to the marker and its cleanup. */
+async function drillOnce(all: AllInOne, itemId: string, pattern: string, label: string, log: (m: string) => void): Promise<Drill> {
+  const requested = performance.now();
+  const started = await all.api.post<Job>(`/api/v1/items/${itemId}/test-failover`, { point: { kind: 'latest-processed' } });
+  let wallToMarkerS: number | null = null;
+  let copyPercentAtMarker: number | null = null;
+  try {
+    const machine = await onlyMachine(all, BOOT_TIMEOUT_S * 1000);
+    await all.server.compute.waitForConsole(machine.id, new RegExp(pattern, 'm'), { timeoutMs: BOOT_TIMEOUT_S * 1000 });
+    wallToMarkerS = (performance.now() - requested) / 1000;
+    copyPercentAtMarker = (await all.server.compute.status(machine.id)).copyPercent;
+  } catch (err) {
+    log(`recovery: ${label}: no marker seen: ${(err as Error).message}`);
+  }
+  // The job ends once the report's checks (the boot marker) are done.
+  const job = await all.waitForJob(started.id);
+  const report = await all.reportOf(itemId, job.id);
+  log(`recovery: ${label}: drill ${report.outcome}, report RTO ${report.rtoSeconds ?? '-'} s, marker after ${wallToMarkerS?.toFixed(1) ?? '-'} s`);
+  const c0 = performance.now();
+  await all.cleanupTestFailover(itemId, report.id, `bench ${label}`);
+  return {
+    outcome: report.outcome,
+    error: report.error ?? (job.state === 'succeeded' ? null : `job ${job.state}: ${job.error ?? ''}`),
+    reportRtoS: report.rtoSeconds,
+    wallToMarkerS,
+    accel: report.accel,
+    copyPercentAtMarker,
+    steps: job.steps.map((st) => ({ name: st.name, seconds: st.startedAt && st.endedAt ? (Date.parse(st.endedAt) - Date.parse(st.startedAt)) / 1000 : null })),
+    cleanupS: (performance.now() - c0) / 1000,
+  };
+}
+
 /** One disk size on a fresh vault: protect, test failover to the marker, cleanup. */
 async function runSize(guest: GuestImage, sizeGiB: number, options: RecoveryOptions, log: (m: string) => void): Promise<SizeResult> {
   // Unix socket paths (the driver's QMP, console, NBD) are limited to 107 bytes: a short directory.
@@ -192,37 +235,23 @@ async function runSize(guest: GuestImage, sizeGiB: number, options: RecoveryOpti
     const pattern = markerPattern(guest);
     await drillSettings(all, disk.itemId, pattern);
 
-    const requested = performance.now();
-    const started = await all.api.post<Job>(`/api/v1/items/${disk.itemId}/test-failover`, { point: { kind: 'latest-processed' } });
-    let wallToMarkerS: number | null = null;
-    let copyPercentAtMarker: number | null = null;
-    try {
-      const machine = await onlyMachine(all, BOOT_TIMEOUT_S * 1000);
-      await all.server.compute.waitForConsole(machine.id, new RegExp(pattern, 'm'), { timeoutMs: BOOT_TIMEOUT_S * 1000 });
-      wallToMarkerS = (performance.now() - requested) / 1000;
-      copyPercentAtMarker = (await all.server.compute.status(machine.id)).copyPercent;
-    } catch (err) {
-      log(`recovery: ${sizeGiB} GiB: no marker seen: ${(err as Error).message}`);
-    }
-    // The job ends once the report's checks (the boot marker) are done.
-    const job = await all.waitForJob(started.id);
-    const report = await all.reportOf(disk.itemId, job.id);
-    log(`recovery: ${sizeGiB} GiB: drill ${report.outcome}, report RTO ${report.rtoSeconds ?? '-'} s, marker after ${wallToMarkerS?.toFixed(1) ?? '-'} s`);
-    const c0 = performance.now();
-    await all.cleanupTestFailover(disk.itemId, report.id, `bench ${sizeGiB} GiB`);
+    const drills: Drill[] = [];
+    for (let n = 1; n <= options.drillsPerSize; n++) drills.push(await drillOnce(all, disk.itemId, pattern, `${sizeGiB} GiB, drill ${n}/${options.drillsPerSize}`, log));
+    // The figures of the median drill (by wall clock; a drill without a marker sorts last).
+    const byWall = [...drills].sort((a, b) => (a.wallToMarkerS ?? Infinity) - (b.wallToMarkerS ?? Infinity));
+    const median = byWall[Math.floor((byWall.length - 1) / 2)] as Drill;
+    const walls = drills.flatMap((d) => (d.wallToMarkerS === null ? [] : [d.wallToMarkerS]));
+    const failed = drills.find((d) => d.outcome !== 'passed');
     return {
       sizeGiB,
       allocatedBytes: allocatedBytes(image),
       initialReplicationS,
       initialShippedBytes,
-      outcome: report.outcome,
-      error: report.error ?? (job.state === 'succeeded' ? null : `job ${job.state}: ${job.error ?? ''}`),
-      reportRtoS: report.rtoSeconds,
-      wallToMarkerS,
-      accel: report.accel,
-      copyPercentAtMarker,
-      steps: job.steps.map((st) => ({ name: st.name, seconds: st.startedAt && st.endedAt ? (Date.parse(st.endedAt) - Date.parse(st.startedAt)) / 1000 : null })),
-      cleanupS: (performance.now() - c0) / 1000,
+      ...median,
+      outcome: failed ? failed.outcome : median.outcome,
+      error: failed ? failed.error : null,
+      wallToMarkerRangeS: walls.length === drills.length ? [Math.min(...walls), Math.max(...walls)] : null,
+      drills,
     };
   } finally {
     await all.close();
@@ -362,7 +391,7 @@ export function renderRecovery(r: RecoveryReport): string {
   out.push(
     `- Guest: Debian's cloud kernel ${r.guest.kernelRelease} and busybox on a ${(r.guest.partitionBytes / MiB).toFixed(0)} MiB partition, the disk grown sparse to each size with 1 MiB of random data in the middle of every GiB; boot marker \`${r.guest.marker}\``,
   );
-  out.push(`- Per size a fresh all-in-one vault (qemu compute driver, SQLite, local-folder store), the agent's scan tracker on the image, a cut every ${r.options.cutEverySeconds} s`);
+  out.push(`- Per size a fresh all-in-one vault (qemu compute driver, SQLite, local-folder store), the agent's scan tracker on the image, a cut every ${r.options.cutEverySeconds} s; ${r.options.drillsPerSize} test failover${r.options.drillsPerSize > 1 ? 's (the median by wall clock, [fastest–slowest])' : ''} per size`);
   out.push('- Initial replication ships only what the sparse image has allocated (holes are not read), so it grows with the data, not with the disk size');
   const stepNames = r.sizes[0]?.steps.map((st) => st.name.replace(/^Prerequisites check.*/, 'prerequisites').toLowerCase()) ?? [];
   if (stepNames.length > 0) out.push(`- Job steps: ${stepNames.join(' / ')} (the last one waits for the boot marker)`);
@@ -374,14 +403,15 @@ export function renderRecovery(r: RecoveryReport): string {
   for (const s of r.sizes) {
     const ratio = baseS !== null && s.wallToMarkerS !== null ? `${(s.wallToMarkerS / baseS).toFixed(2)}×` : '–';
     out.push(
-      `| ${s.sizeGiB} GiB | ${(s.allocatedBytes / MiB).toFixed(0)} MiB | ${f1(s.initialReplicationS)} (${(s.initialShippedBytes / MiB).toFixed(1)}) | ${s.reportRtoS ?? '–'} | ${f1(s.wallToMarkerS)} | ${ratio} | ${s.steps.map((st) => f1(st.seconds)).join(' / ')} | ${s.copyPercentAtMarker === null ? '–' : `${s.copyPercentAtMarker.toFixed(0)} %`} | ${s.accel ?? '–'} | ${s.outcome}${s.error ? ` (${s.error})` : ''} | ${f1(s.cleanupS)} |`,
+      `| ${s.sizeGiB} GiB | ${(s.allocatedBytes / MiB).toFixed(0)} MiB | ${f1(s.initialReplicationS)} (${(s.initialShippedBytes / MiB).toFixed(1)}) | ${s.reportRtoS ?? '–'} | ${f1(s.wallToMarkerS)}${s.drills.length > 1 && s.wallToMarkerRangeS ? ` [${f1(s.wallToMarkerRangeS[0])}–${f1(s.wallToMarkerRangeS[1])}]` : ''} | ${ratio} | ${s.steps.map((st) => f1(st.seconds)).join(' / ')} | ${s.copyPercentAtMarker === null ? '–' : `${s.copyPercentAtMarker.toFixed(0)} %`} | ${s.accel ?? '–'} | ${s.outcome}${s.error ? ` (${s.error})` : ''} | ${f1(s.cleanupS)} |`,
     );
   }
   out.push('');
-  const worst = Math.max(...r.sizes.map((s) => s.wallToMarkerS ?? Number.POSITIVE_INFINITY));
+  // The goal holds for every drill, not only the medians.
+  const worst = Math.max(...r.sizes.flatMap((s) => s.drills.map((d) => d.wallToMarkerS ?? Number.POSITIVE_INFINITY)));
   out.push('| goal | measured | result |');
   out.push('| --- | ---: | --- |');
-  out.push(`| test failover → boot marker ≤ ${RTO_GOAL_S} s at every size | ${Number.isFinite(worst) ? `${worst.toFixed(1)} s (slowest)` : 'a drill reached no marker'} | ${worst <= RTO_GOAL_S ? '**met**' : '**missed**'} |`);
+  out.push(`| test failover → boot marker ≤ ${RTO_GOAL_S} s at every size | ${Number.isFinite(worst) ? `${worst.toFixed(1)} s (slowest drill)` : 'a drill reached no marker'} | ${worst <= RTO_GOAL_S ? '**met**' : '**missed**'} |`);
   out.push('');
   const fb = r.failback;
   if (fb === null) out.push('Failback: not run (--recovery-failback-size 0).');
