@@ -60,7 +60,7 @@ describe('end-to-end recovery of a tiny Linux machine (server, agent, QEMU; CLI 
     verifyRecords(await readRecordsFile(w.restore(pt.pointId, 'protect-point')), mustHold);
   });
 
-  it('test failover at latest-processed: the copy boots isolated, holds every record acknowledged before its point, the primary is untouched, cleanup leaves nothing', async () => {
+  it('test failover at latest-processed: the copy boots isolated, holds every record acknowledged before its point, the primary is untouched, cleanup leaves nothing', async (t) => {
     const { primary, itemId } = w;
     w.ok(['drill', 'settings', itemId, '--boot-marker', PRIMARY_MARKER, '--boot-timeout', '600']);
     const primaryPid = primary.pid();
@@ -85,6 +85,7 @@ describe('end-to-end recovery of a tiny Linux machine (server, agent, QEMU; CLI 
     assert.ok(captured <= started, 'latest-processed is a point made before the test failover started');
     assert.ok(r.rpoSeconds !== null && r.rpoSeconds >= 0 && r.rpoSeconds < 120, `RPO ${r.rpoSeconds} s`);
     assert.ok(r.rtoSeconds !== null && r.rtoSeconds > 0, `RTO ${r.rtoSeconds} s`);
+    t.diagnostic(`test failover: RPO ${r.rpoSeconds} s, RTO ${r.rtoSeconds} s, accel ${r.accel}`);
     const markerLine = new RegExp(`${PRIMARY_MARKER} payload=lifeboat-e2e-primary`);
     assert.match(w.machineConsole(machineId), markerLine, 'the copy printed the boot marker on its console');
 
@@ -173,7 +174,7 @@ describe('end-to-end recovery of a tiny Linux machine (server, agent, QEMU; CLI 
     assert.equal(primary.running(), false);
   });
 
-  it('reprotect, then failback: the records written after failover are back at the primary, the bytes shipped follow the change', async () => {
+  it('reprotect, then failback: the records written after failover are back at the primary, the bytes shipped follow the change', async (t) => {
     const { primary, itemId } = w;
     assert.ok(failoverMachine, 'the failover ran');
     const reprotected = await shippedBy(['reprotect', itemId]);
@@ -203,6 +204,7 @@ describe('end-to-end recovery of a tiny Linux machine (server, agent, QEMU; CLI 
     verifyRecords(await readRecordsFile(primary.dataFile), written.lastAck);
 
     const shipped = reprotected.bytes + failedBack.bytes;
+    t.diagnostic(`shipped to the primary: reprotect ${reprotected.bytes} bytes (${reprotected.blocks} blocks), failback ${failedBack.bytes} bytes (${failedBack.blocks} blocks); the replica wrote records ${written.resumedAfter + 1}-${written.lastAck}`);
     const recordBytes = (written.lastAck - written.resumedAfter) * 100;
     assert.ok(shipped >= recordBytes, `bytes shipped ${shipped} cover the records written after failover (${recordBytes})`);
     assert.ok(shipped < DATA_DISK_BYTES / 4, `bytes shipped ${shipped} are far below the disks' size`);
