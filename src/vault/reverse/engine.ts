@@ -7,7 +7,7 @@ import type { RecoveryDeps } from '../recovery/module.js';
 
 /**
  * The vault's side of reverse replication (docs/recovery.md, "Reprotect and
- * failback"): per item, a queue of 64 KiB blocks of the replica machine's disks for
+ * failback"): per item, a queue of 4 KiB blocks of the replica machine's disks for
  * the primary machine's agent, numbered by sequence, kept in the database (settings
  * `reverse:<itemId>`) so a vault restart resumes where it was. An entry names blocks,
  * not bytes: the agent's pull reads them from the replica as they are then, so a
@@ -16,21 +16,28 @@ import type { RecoveryDeps } from '../recovery/module.js';
  * its sequence and counts their bytes once.
  *
  * Which blocks differ is learnt two ways: a digest compare (the agent posts SHA-256 per
- * 64 KiB block of its disks, the vault reads the replica's disks and compares), and the
- * replica's change tracker (the compute driver's openChanges), cut every policy
- * interval while reverse replication runs.
+ * 64 KiB block of its disks, the vault reads the replica's disks and compares; a block
+ * that differs is queued whole, as its 16 blocks of 4 KiB), and the replica's change
+ * tracker (the compute driver's openChanges: the 4 KiB blocks the guest wrote), cut
+ * every policy interval while reverse replication runs and once more before failback
+ * stops the replica. So scattered small writes ship as 4 KiB each, not 64 KiB.
  */
 
+/** The digest compare's block (the agent digests the same grid: src/agent/reverse.ts). */
 export const BLOCK_BYTES = 64 * 1024;
+/** The queue's block: what the change tracker reports, and what a queue entry counts. */
+export const QUEUE_BLOCK_BYTES = 4096;
+const QUEUE_BLOCKS_PER_DIGEST = BLOCK_BYTES / QUEUE_BLOCK_BYTES;
 const SHA256_BYTES = 32;
-/** Blocks per queue entry (1 MiB): one run of adjacent blocks at most. */
-const RUN_BLOCKS = 16;
+/** Queue blocks per queue entry (1 MiB): one run of adjacent blocks at most. */
+const RUN_BLOCKS = 256;
 /** Byte counts of the last jobs kept in the state (the CLI prints them). */
 const JOBS_KEPT = 20;
 
 export interface QueueEntry {
   readonly sequence: number;
   readonly disk: string;
+  /** In QUEUE_BLOCK_BYTES units. */
   readonly firstBlock: number;
   readonly count: number;
 }
@@ -207,9 +214,9 @@ export class ReverseEngine {
     const picked: QueueEntry[] = [];
     let bytes = 0;
     for (const e of s.queue) {
-      if (picked.length > 0 && bytes + e.count * BLOCK_BYTES > maxBytes) break;
+      if (picked.length > 0 && bytes + e.count * QUEUE_BLOCK_BYTES > maxBytes) break;
       picked.push(e);
-      bytes += e.count * BLOCK_BYTES;
+      bytes += e.count * QUEUE_BLOCK_BYTES;
     }
     const blocks: { sequence: number; disk: string; offset: number; data: Buffer }[] = [];
     const byDisk = new Map<string, QueueEntry[]>();
@@ -217,8 +224,8 @@ export class ReverseEngine {
     for (const [disk, entries] of byDisk) {
       await withDisk(this.deps, s.machineId, disk, async (source) => {
         for (const e of entries) {
-          const offset = e.firstBlock * BLOCK_BYTES;
-          const length = Math.max(0, Math.min(e.count * BLOCK_BYTES, source.sizeBytes - offset));
+          const offset = e.firstBlock * QUEUE_BLOCK_BYTES;
+          const length = Math.max(0, Math.min(e.count * QUEUE_BLOCK_BYTES, source.sizeBytes - offset));
           blocks.push({ sequence: e.sequence, disk, offset, data: length > 0 ? await source.read(offset, length) : Buffer.alloc(0) });
         }
       });
@@ -239,7 +246,7 @@ export class ReverseEngine {
       let blocks = 0;
       for (const e of done) {
         const size = sizes.get(e.disk) ?? 0;
-        bytes += Math.max(0, Math.min(e.count * BLOCK_BYTES, size - e.firstBlock * BLOCK_BYTES));
+        bytes += Math.max(0, Math.min(e.count * QUEUE_BLOCK_BYTES, size - e.firstBlock * QUEUE_BLOCK_BYTES));
         blocks += e.count;
       }
       const jobs = { ...s.jobs };
@@ -340,7 +347,9 @@ export class ReverseEngine {
       const theirBlocks = agent.digests.length / SHA256_BYTES;
       for (let i = 0; i < mine.length / SHA256_BYTES; i++) {
         const a = mine.subarray(i * SHA256_BYTES, (i + 1) * SHA256_BYTES);
-        if (i >= theirBlocks || !a.equals(agent.digests.subarray(i * SHA256_BYTES, (i + 1) * SHA256_BYTES))) blocks.push(i);
+        if (i >= theirBlocks || !a.equals(agent.digests.subarray(i * SHA256_BYTES, (i + 1) * SHA256_BYTES))) {
+          for (let q = 0; q < QUEUE_BLOCKS_PER_DIGEST; q++) blocks.push(i * QUEUE_BLOCKS_PER_DIGEST + q);
+        }
       }
       queued.push({ disk: disk.name, blocks });
     }
@@ -405,7 +414,7 @@ export class ReverseEngine {
         const blocks = new Set<number>();
         for await (const e of cut.changes()) {
           if (e.data.length === 0) continue;
-          for (let b = Math.floor(e.offset / BLOCK_BYTES); b <= Math.floor((e.offset + e.data.length - 1) / BLOCK_BYTES); b++) blocks.add(b);
+          for (let b = Math.floor(e.offset / QUEUE_BLOCK_BYTES); b <= Math.floor((e.offset + e.data.length - 1) / QUEUE_BLOCK_BYTES); b++) blocks.add(b);
         }
         total += await this.enqueue(item.id, disk.name, blocks);
         await cut.commit();

@@ -99,6 +99,19 @@ export function reverseHandlers(deps: RecoveryDeps, engine: ReverseEngine, loops
     'Shut down the replica virtual machine': async (ctx) => {
       const item = await load(ctx, ['failing-back']);
       const id = await replica(item);
+      // A last cut while the replica still runs (its change tracker needs QEMU): the blocks it wrote
+      // since the loop's last cut are queued at 4 KiB; only what it writes while shutting down is
+      // left to the digest compare of the next step.
+      await loops.stop(item.id);
+      if ((await compute.status(id)).state === 'running') {
+        try {
+          await engine.begin(item, id, ctx.job.id);
+          await engine.cutChanges(item);
+        } catch (err) {
+          if (ctx.signal.aborted) throw err;
+          deps.logger.warn({ itemId: item.id, jobId: ctx.job.id, error: (err as Error).message }, 'failback: no last cut before the replica stopped; the digest compare ships its last changes');
+        }
+      }
       await compute.stop(id, { graceful: true, timeoutMs: 120_000 });
       await repos.recoveredMachines.update(id, { state: 'stopped' });
     },

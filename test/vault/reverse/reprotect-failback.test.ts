@@ -70,7 +70,8 @@ test('reprotect ships only the blocks that differ and survives a vault restart; 
     const r = await rig.api('GET', `/api/v1/items/${item.id}/reverse`);
     return Number(r.json.queuedBlocks) > 0 ? r.json : undefined;
   });
-  assert.equal(queued.queuedBlocks, differing.length, 'exactly the blocks that differ are queued');
+  // A 64 KiB block that differs is queued whole, as 16 blocks of 4 KiB.
+  assert.equal(queued.queuedBlocks, differing.length * (BLOCK / 4096), 'exactly the blocks that differ are queued');
   assert.equal(rig.agent.report().mode, 'reverse');
 
   // The vault restarts in the middle of the sync; the job resumes and the agent catches up.
@@ -83,7 +84,7 @@ test('reprotect ships only the blocks that differ and survives a vault restart; 
   const replica = await rig.replicaDisk();
   assert.ok(rig.imageBytes().equals(replica), 'the primary disk equals the replica after the sync');
   const status = (await rig.api('GET', `/api/v1/items/${item.id}/reverse`)).json as { jobs: Record<string, { bytes: number; blocks: number }> };
-  assert.deepEqual(status.jobs[reprotect.id], { bytes: differing.length * BLOCK, blocks: differing.length }, 'the bytes shipped are those of the differing blocks, once');
+  assert.deepEqual(status.jobs[reprotect.id], { bytes: differing.length * BLOCK, blocks: differing.length * (BLOCK / 4096) }, 'the bytes shipped are those of the differing blocks, once');
   assert.ok(differing.length * BLOCK < rig.sizeBytes / 20, 'far below the disk size');
   await waitUntil('the agent to report what it wrote in its heartbeat', () =>
     rig.vault.agents.report(item.id)?.reverse?.bytesWritten === differing.length * BLOCK ? true : undefined,
@@ -117,7 +118,7 @@ test('reprotect ships only the blocks that differ and survives a vault restart; 
   assert.equal(run.code, 0, `${run.stdout}\n${run.stderr}\n${rig.tail()}`);
   const printed = JSON.parse(run.stdout) as { id: string; state: string; shipped: { bytes: number; blocks: number } };
   assert.equal(printed.state, 'succeeded');
-  assert.deepEqual(printed.shipped, { bytes: BLOCK, blocks: 1 }, 'the last change, one block, is what failback shipped');
+  assert.deepEqual(printed.shipped, { bytes: 4096, blocks: 1 }, 'the last change, one 4 KiB block the replica wrote, is what failback shipped');
   const back = await rig.vault.repos.jobs.get(printed.id);
   assert.deepEqual(
     back.steps.map((s) => [s.name, s.state]),
