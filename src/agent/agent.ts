@@ -6,7 +6,8 @@ import type { Welcome } from '../protocol/messages.js';
 import { systemClock, type Clock } from './clock.js';
 import type { AgentConfig, AgentFileConfig, DiskSpec } from './config.js';
 import { Freezer, processRunner, type CommandRunner } from './freeze.js';
-import { blockDigests, openDiskFile, rebuildDigestMap, writeBlocks } from './reverse.js';
+import { blockDigests } from '../protocol/reverse-digests.js';
+import { DIGESTS_PER_PIECE, openDiskFile, rebuildDigestMap, writeBlocks } from './reverse.js';
 import { MAX_SEGMENT_DATA_BYTES, pieceFlags, piecesOf } from './segments.js';
 import { StateDir, type DiskState } from './state.js';
 import { TokenBucket } from './throttle.js';
@@ -559,7 +560,7 @@ export class Agent {
           const file = await openDiskFile(d.spec);
           try {
             const blocks = Math.ceil(file.sizeBytes / (64 * 1024));
-            for await (const piece of blockDigests(file, signal)) {
+            for await (const piece of blockDigests(file, DIGESTS_PER_PIECE, signal)) {
               await vault.reverseDigests(this.identity.credential, {
                 session: r.session,
                 request: r.digestsWanted,

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CHUNK_BYTES, DigestMap, chunkDigestInto, DIGEST_BYTES } from '../changetracking/digest-map.js';
@@ -15,8 +14,6 @@ import type { DiskSpec } from './config.js';
  * the next cut ships only what changes from then on.
  */
 
-export const REVERSE_BLOCK_BYTES = 64 * 1024;
-export const DIGEST_SHA256_BYTES = 32;
 /** Digests per request body (256 KiB raw): well under the vault's 1 MiB body limit once in base64. */
 export const DIGESTS_PER_PIECE = 8192;
 
@@ -33,29 +30,6 @@ export function diskFile(spec: DiskSpec): string {
     throw new LifeboatError('CONFIG_INVALID', `disk ${spec.name} has no file for reverse replication: set disks[].file in agent.json`, { details: { disk: spec.name } });
   }
   return spec.file;
-}
-
-/** The SHA-256 of each 64 KiB block of `source` (the last one over its actual length), in pieces of DIGESTS_PER_PIECE. */
-export async function* blockDigests(source: { sizeBytes: number; read(offset: number, length: number): Promise<Buffer> }, signal?: AbortSignal): AsyncGenerator<{ firstBlock: number; digests: Buffer }> {
-  const blocks = Math.ceil(source.sizeBytes / REVERSE_BLOCK_BYTES);
-  for (let first = 0; first < blocks; first += DIGESTS_PER_PIECE) {
-    const count = Math.min(DIGESTS_PER_PIECE, blocks - first);
-    const out = Buffer.alloc(count * DIGEST_SHA256_BYTES);
-    // 4 MiB reads: 64 blocks at a time.
-    for (let i = 0; i < count; i += 64) {
-      signal?.throwIfAborted();
-      const n = Math.min(64, count - i);
-      const offset = (first + i) * REVERSE_BLOCK_BYTES;
-      const data = await source.read(offset, Math.min(n * REVERSE_BLOCK_BYTES, source.sizeBytes - offset));
-      for (let j = 0; j < n; j++) {
-        createHash('sha256')
-          .update(data.subarray(j * REVERSE_BLOCK_BYTES, (j + 1) * REVERSE_BLOCK_BYTES))
-          .digest()
-          .copy(out, (i + j) * DIGEST_SHA256_BYTES);
-      }
-    }
-    yield { firstBlock: first, digests: out };
-  }
 }
 
 /** Opens a disk's file for its digests (DiskFile: image file or block device). */

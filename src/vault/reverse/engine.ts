@@ -1,8 +1,9 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { ChangeTracker } from '../../changetracking/tracker.js';
 import type { BlockSource } from '../../core/block-source.js';
 import { LifeboatError } from '../../core/errors.js';
 import type { ReplicatedItem } from '../../core/model.js';
+import { DIGEST_BLOCK_BYTES, DIGEST_SHA256_BYTES, allBlockDigests } from '../../protocol/reverse-digests.js';
 import type { RecoveryDeps } from '../recovery/module.js';
 
 /**
@@ -23,12 +24,11 @@ import type { RecoveryDeps } from '../recovery/module.js';
  * stops the replica. So scattered small writes ship as 4 KiB each, not 64 KiB.
  */
 
-/** The digest compare's block (the agent digests the same grid: src/agent/reverse.ts). */
-export const BLOCK_BYTES = 64 * 1024;
+/** The digest compare's block (src/protocol/reverse-digests.ts: the agent digests the same grid). */
+export const BLOCK_BYTES = DIGEST_BLOCK_BYTES;
 /** The queue's block: what the change tracker reports, and what a queue entry counts. */
 export const QUEUE_BLOCK_BYTES = 4096;
 const QUEUE_BLOCKS_PER_DIGEST = BLOCK_BYTES / QUEUE_BLOCK_BYTES;
-const SHA256_BYTES = 32;
 /** Queue blocks per queue entry (1 MiB): one run of adjacent blocks at most. */
 const RUN_BLOCKS = 256;
 /** Byte counts of the last jobs kept in the state (the CLI prints them). */
@@ -95,25 +95,6 @@ async function withDisk<T>(deps: RecoveryDeps, machineId: string, disk: string, 
   } finally {
     await source.close();
   }
-}
-
-/** SHA-256 of each 64 KiB block of `source` (the last over its actual length), as the agent computes them. */
-export async function sourceDigests(source: BlockSource, signal?: AbortSignal): Promise<Buffer> {
-  const blocks = Math.ceil(source.sizeBytes / BLOCK_BYTES);
-  const out = Buffer.alloc(blocks * SHA256_BYTES);
-  for (let first = 0; first < blocks; first += 64) {
-    signal?.throwIfAborted();
-    const n = Math.min(64, blocks - first);
-    const offset = first * BLOCK_BYTES;
-    const data = await source.read(offset, Math.min(n * BLOCK_BYTES, source.sizeBytes - offset));
-    for (let j = 0; j < n; j++) {
-      createHash('sha256')
-        .update(data.subarray(j * BLOCK_BYTES, (j + 1) * BLOCK_BYTES))
-        .digest()
-        .copy(out, (first + j) * SHA256_BYTES);
-    }
-  }
-  return out;
 }
 
 export class ReverseEngine {
@@ -298,15 +279,15 @@ export class ReverseEngine {
     // Digests of an older request (or one from before a restart) are not wanted any more: ignored.
     if (!r || r.request !== piece.request) return;
     const blocks = Math.ceil(piece.sizeBytes / BLOCK_BYTES);
-    if (piece.digests.length % SHA256_BYTES !== 0 || piece.firstBlock + piece.digests.length / SHA256_BYTES > blocks) {
+    if (piece.digests.length % DIGEST_SHA256_BYTES !== 0 || piece.firstBlock + piece.digests.length / DIGEST_SHA256_BYTES > blocks) {
       throw new LifeboatError('VALIDATION', `digests of disk ${piece.disk} go past its ${piece.sizeBytes} bytes`, { details: { disk: piece.disk } });
     }
     let d = r.disks.get(piece.disk);
     if (!d || d.sizeBytes !== piece.sizeBytes) {
-      d = { sizeBytes: piece.sizeBytes, digests: Buffer.alloc(blocks * SHA256_BYTES), complete: false };
+      d = { sizeBytes: piece.sizeBytes, digests: Buffer.alloc(blocks * DIGEST_SHA256_BYTES), complete: false };
       r.disks.set(piece.disk, d);
     }
-    piece.digests.copy(d.digests, piece.firstBlock * SHA256_BYTES);
+    piece.digests.copy(d.digests, piece.firstBlock * DIGEST_SHA256_BYTES);
     if (piece.last) d.complete = true;
   }
 
@@ -342,12 +323,12 @@ export class ReverseEngine {
     const queued: { disk: string; blocks: number[] }[] = [];
     for (const disk of item.disks) {
       const agent = theirs.get(disk.name) as ReceivedDisk;
-      const mine = await withDisk(this.deps, s.machineId, disk.name, (src) => sourceDigests(src, signal));
+      const mine = await withDisk(this.deps, s.machineId, disk.name, (src) => allBlockDigests(src, signal));
       const blocks: number[] = [];
-      const theirBlocks = agent.digests.length / SHA256_BYTES;
-      for (let i = 0; i < mine.length / SHA256_BYTES; i++) {
-        const a = mine.subarray(i * SHA256_BYTES, (i + 1) * SHA256_BYTES);
-        if (i >= theirBlocks || !a.equals(agent.digests.subarray(i * SHA256_BYTES, (i + 1) * SHA256_BYTES))) {
+      const theirBlocks = agent.digests.length / DIGEST_SHA256_BYTES;
+      for (let i = 0; i < mine.length / DIGEST_SHA256_BYTES; i++) {
+        const a = mine.subarray(i * DIGEST_SHA256_BYTES, (i + 1) * DIGEST_SHA256_BYTES);
+        if (i >= theirBlocks || !a.equals(agent.digests.subarray(i * DIGEST_SHA256_BYTES, (i + 1) * DIGEST_SHA256_BYTES))) {
           for (let q = 0; q < QUEUE_BLOCKS_PER_DIGEST; q++) blocks.push(i * QUEUE_BLOCKS_PER_DIGEST + q);
         }
       }
