@@ -6,6 +6,7 @@ import { emit, type Env } from '../context.js';
 import { apiCommand, type ApiFlags } from '../profile.js';
 import { jobText, stepsTable } from './job-show.js';
 import { ackHint, waitingManualAction } from './plan-common.js';
+import { jobFailed } from './recovery-common.js';
 
 const ENDED: readonly JobState[] = ['succeeded', 'failed', 'cancelled'];
 /** A stream that ends before the job does (server restart) is reopened this many times in a row at most. */
@@ -62,12 +63,7 @@ export function register(parent: Command, env: Env, signals: AbortSignal): void 
       if (signals.aborted && !ENDED.includes(job.state)) throw new LifeboatError('USAGE', `stopped watching job ${id}, which is still ${job.state}`);
       if (opts.json) emit(opts, env, job, '');
       else if (!tty) env.stdout.write(jobText(job) + '\n');
-      if (job.state !== 'succeeded') {
-        const failed = job.steps.find((s) => s.state === 'failed');
-        throw new LifeboatError('JOB_FAILED', `job ${job.id} (${job.kind}) ${job.state}${failed ? ` at step "${failed.name}"` : ''}: ${job.error ?? failed?.error ?? 'no error given'}`, {
-          details: { reported: opts.json === true, jobId: job.id, state: job.state, step: failed?.name ?? null },
-        });
-      }
+      if (job.state !== 'succeeded') throw jobFailed(job, opts.json === true);
     },
   );
 }

@@ -5,8 +5,8 @@ import { connect, resolveRef, type ApiClient } from '../api-client.js';
 import { emit, type Env } from '../context.js';
 import { apiCommand, type ApiFlags } from '../profile.js';
 import { fields, table } from '../table.js';
-import { POINT_HELP, jobFailed, parsePoint } from './recovery-common.js';
-import { followPlanJob, planPath, planText, resolvePlan, waitingManualAction } from './plan-common.js';
+import { POINT_HELP, followJob, jobFailed, parsePoint } from './recovery-common.js';
+import { planPath, planText, resolvePlan, waitingManualAction } from './plan-common.js';
 
 interface RunFlags extends ApiFlags {
   point?: string;
@@ -27,7 +27,7 @@ async function operate(client: ApiClient, path: string, body: unknown, opts: Run
     emit(opts, env, job, `job ${job.id} (${job.kind}) queued; follow it with lifeboat job watch ${job.id}`);
     return;
   }
-  const seen = await followPlanJob(client, job.id, opts, env, signals);
+  const seen = await followJob(client, job.id, opts, env, signals, { untilManualAction: true });
   if (opts.json) emit(opts, env, seen, '');
   if (waitingManualAction(seen)) return;
   if (seen.state !== 'succeeded') throw jobFailed(seen, opts.json === true);

@@ -9,6 +9,7 @@ import type { ApiClient } from '../api-client.js';
 import type { Env } from '../context.js';
 import type { ApiFlags } from '../profile.js';
 import { fields, table } from '../table.js';
+import { ackHint, waitingManualAction } from './plan-common.js';
 
 const ENDED: readonly JobState[] = ['succeeded', 'failed', 'cancelled'];
 const POINT_KINDS = ['latest-processed', 'latest-app-consistent', 'latest'] as const;
@@ -36,8 +37,19 @@ export function itemPath(item: string, rest = ''): string {
   return `/api/v1/items/${encodeURIComponent(item)}${rest}`;
 }
 
-/** Follows the job until it ends, printing each step change (not with --json); returns the ended job. */
-export async function followJob(client: ApiClient, jobId: string, opts: ApiFlags, env: Env, signals: AbortSignal): Promise<Job> {
+/**
+ * Follows the job until it ends, printing each step change (not with --json); returns
+ * the ended job. With `untilManualAction` (a recovery plan's job) it also returns when
+ * the job waits on a manual action, after saying what to do and how to acknowledge it.
+ */
+export async function followJob(
+  client: ApiClient,
+  jobId: string,
+  opts: ApiFlags,
+  env: Env,
+  signals: AbortSignal,
+  options: { untilManualAction?: boolean } = {},
+): Promise<Job> {
   const path = `/api/v1/jobs/${encodeURIComponent(jobId)}`;
   const seen = new Map<number, string>();
   const show = (j: Job): void => {
@@ -53,6 +65,11 @@ export async function followJob(client: ApiClient, jobId: string, opts: ApiFlags
     const job = await client.get<Job>(path);
     show(job);
     if (ENDED.includes(job.state)) return job;
+    const manual = options.untilManualAction ? waitingManualAction(job) : undefined;
+    if (manual) {
+      if (!opts.json) env.stdout.write(ackHint(job, manual) + '\n');
+      return job;
+    }
     if (signals.aborted) throw new LifeboatError('USAGE', `stopped following job ${jobId}, which is still ${job.state}; follow it again with lifeboat job watch ${jobId}`);
     await new Promise((r) => setTimeout(r, POLL_MS));
   }
@@ -60,9 +77,9 @@ export async function followJob(client: ApiClient, jobId: string, opts: ApiFlags
 
 /** A job that did not succeed, as the CLI's error (exit code of JOB_FAILED). */
 export function jobFailed(job: Job, json: boolean): LifeboatError {
-  const failed = job.steps.find((s) => s.state === 'failed' && job.error?.startsWith(s.name));
-  return new LifeboatError('JOB_FAILED', `job ${job.id} (${job.kind}) ${job.state}${failed ? ` at step "${failed.name}"` : ''}: ${job.error ?? 'no error given'}`, {
-    details: { reported: json, jobId: job.id, state: job.state },
+  const failed = job.steps.find((s) => s.state === 'failed' && job.error?.startsWith(s.name)) ?? job.steps.find((s) => s.state === 'failed');
+  return new LifeboatError('JOB_FAILED', `job ${job.id} (${job.kind}) ${job.state}${failed ? ` at step "${failed.name}"` : ''}: ${job.error ?? failed?.error ?? 'no error given'}`, {
+    details: { reported: json, jobId: job.id, state: job.state, step: failed?.name ?? null },
   });
 }
 

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { Job } from '../../core/model.js';
 import { connect, type ApiClient } from '../api-client.js';
-import { emit, type Env } from '../context.js';
+import { emit, formatBytes, type Env } from '../context.js';
 import { apiCommand, type ApiFlags } from '../profile.js';
 import { followJob, itemPath, jobFailed } from './recovery-common.js';
 
@@ -18,18 +18,6 @@ interface ReverseStatus {
   readonly blocksShipped: number;
   readonly queuedBlocks: number;
   readonly jobs: Readonly<Record<string, { bytes: number; blocks: number }>>;
-}
-
-/** Bytes in binary units for people (the --json output keeps the exact count). */
-function human(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = bytes;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return `${u === 0 ? v : v.toFixed(1)} ${units[u]}`;
 }
 
 /** The CLI's reprotect and failback (docs/recovery.md): both follow their job and print the bytes shipped to the primary machine. */
@@ -50,8 +38,8 @@ export function register(program: Command, env: Env, signals: AbortSignal): void
     }
     const done =
       action === 'reprotect'
-        ? `item ${item} reprotected: ${human(shipped.bytes)} (${shipped.bytes} bytes, ${shipped.blocks} blocks) written to the primary machine; reverse replication runs until lifeboat failback ${item}`
-        : `item ${item} failed back: ${human(shipped.bytes)} (${shipped.bytes} bytes, ${shipped.blocks} blocks) of last changes written to the primary machine; replication runs in the original direction again`;
+        ? `item ${item} reprotected: ${formatBytes(shipped.bytes)} (${shipped.bytes} bytes, ${shipped.blocks} blocks) written to the primary machine; reverse replication runs until lifeboat failback ${item}`
+        : `item ${item} failed back: ${formatBytes(shipped.bytes)} (${shipped.bytes} bytes, ${shipped.blocks} blocks) of last changes written to the primary machine; replication runs in the original direction again`;
     emit(opts, env, { ...ended, shipped }, done);
   };
 
