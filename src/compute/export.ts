@@ -26,6 +26,7 @@ import {
   listMachineIds,
   machineDir,
   readMachineRecord,
+  recordedSpec,
   removeMachineDir,
   writeMachineRecord,
 } from './machine-dir.js';
@@ -78,16 +79,7 @@ export class ExportComputeDriver implements ComputeDriver {
       };
       await writeMachineRecord(this.options.stateDir, {
         version: 1,
-        spec: {
-          id: spec.id,
-          name: spec.name,
-          memoryMiB: spec.memoryMiB ?? 512,
-          cpus: spec.cpus ?? 1,
-          disks: spec.disks.map((d) => ({ name: d.name, sizeBytes: d.source.sizeBytes })),
-          network: spec.network,
-          forwardPorts: spec.forwardPorts ?? [],
-          trackChanges: spec.trackChanges === true,
-        },
+        spec: recordedSpec(spec),
         status,
         driver: { format: this.format },
       });

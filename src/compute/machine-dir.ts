@@ -41,6 +41,20 @@ export interface MachineRecord {
   readonly driver: Readonly<Record<string, unknown>>;
 }
 
+/** The spec as machine.json keeps it: the sources' sizes instead of the sources, defaults filled in. */
+export function recordedSpec(spec: MachineSpec): MachineRecord['spec'] {
+  return {
+    id: spec.id,
+    name: spec.name,
+    memoryMiB: spec.memoryMiB ?? 512,
+    cpus: spec.cpus ?? 1,
+    disks: spec.disks.map((d) => ({ name: d.name, sizeBytes: d.source.sizeBytes })),
+    network: spec.network,
+    forwardPorts: spec.forwardPorts ?? [],
+    trackChanges: spec.trackChanges === true,
+  };
+}
+
 /** VALIDATION unless the id, the disk names and the sizes are usable. */
 export function checkSpec(spec: MachineSpec): void {
   if (!MACHINE_ID.test(spec.id)) throw new LifeboatError('VALIDATION', `machine id ${JSON.stringify(spec.id)} must match ${MACHINE_ID}`);

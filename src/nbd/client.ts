@@ -736,7 +736,7 @@ async function abandon(socket: Socket, inbox: Inbox): Promise<void> {
  * base:allocation when it was negotiated, otherwise everything reads as data.
  * close() closes the connection.
  */
-export function nbdBlockSource(client: NbdClient): BlockSource {
+export function nbdBlockSource(client: NbdClient, afterClose?: () => Promise<void>): BlockSource {
   const hasAllocation = client.info.metaContexts.has(BASE_ALLOCATION);
   return {
     sizeBytes: client.sizeBytes,
@@ -750,6 +750,9 @@ export function nbdBlockSource(client: NbdClient): BlockSource {
         zero: (e.flags & NBD_STATE_ZERO) !== 0,
       }));
     },
-    close: () => client.close(),
+    close: async () => {
+      await client.close();
+      await afterClose?.();
+    },
   };
 }

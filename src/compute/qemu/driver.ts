@@ -59,6 +59,7 @@ import {
   listMachineIds,
   machineDir,
   readMachineRecord,
+  recordedSpec,
   removeMachineDir,
   writeMachineRecord,
   type MachineRecord,
@@ -172,16 +173,7 @@ export class QemuComputeDriver implements ComputeDriver {
       const driverState: QemuState = { accel: null, forwardedPorts, independentDisks: [], booted: false };
       await writeMachineRecord(this.options.stateDir, {
         version: 1,
-        spec: {
-          id: spec.id,
-          name: spec.name,
-          memoryMiB: spec.memoryMiB ?? 512,
-          cpus: spec.cpus ?? 1,
-          disks: spec.disks.map((d) => ({ name: d.name, sizeBytes: d.source.sizeBytes })),
-          network: spec.network,
-          forwardPorts: spec.forwardPorts ?? [],
-          trackChanges: spec.trackChanges === true,
-        },
+        spec: recordedSpec(spec),
         status,
         driver: { ...driverState },
       });
@@ -597,17 +589,10 @@ export class QemuComputeDriver implements ComputeDriver {
       await qmp.execute('block-export-del', { id: exportId, mode: 'hard' }).catch(() => undefined);
       throw err;
     }
-    const source = nbdBlockSource(client);
-    return {
-      sizeBytes: source.sizeBytes,
-      read: (offset, length) => source.read(offset, length),
-      extents: (offset, length) => source.extents(offset, length),
-      close: async () => {
-        await source.close();
-        // QEMU may have stopped meanwhile: then the export is gone with it.
-        if ((await this.pid(id)) !== undefined) await (await this.qmp(id)).execute('block-export-del', { id: exportId, mode: 'hard' }).catch(() => undefined);
-      },
-    };
+    return nbdBlockSource(client, async () => {
+      // QEMU may have stopped meanwhile: then the export is gone with it.
+      if ((await this.pid(id)) !== undefined) await (await this.qmp(id)).execute('block-export-del', { id: exportId, mode: 'hard' }).catch(() => undefined);
+    });
   }
 
   /** LIFEBOAT_QEMU_ACCEL, else the kept verdict, else a KVM trial with this machine's disks (once per state directory). */

@@ -69,16 +69,7 @@ export async function openImageFile(options: ImageFileOptions): Promise<BlockSou
     await stop(child, socketPath);
     throw err;
   }
-  const source = nbdBlockSource(client);
-  return {
-    sizeBytes: source.sizeBytes,
-    read: (offset, length) => source.read(offset, length),
-    extents: (offset, length) => source.extents(offset, length),
-    close: async () => {
-      await source.close();
-      await stop(child, socketPath);
-    },
-  };
+  return nbdBlockSource(client, () => stop(child, socketPath));
 }
 
 async function stop(child: ChildProcess, socketPath: string): Promise<void> {
