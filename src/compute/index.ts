@@ -9,6 +9,7 @@ import type { ComputeDriver } from './driver.js';
 import { ExportComputeDriver } from './export.js';
 import { QemuComputeDriver } from './qemu/driver.js';
 import { findOnPath } from './qemu/process.js';
+import { shortStateDir } from './qemu/short-path.js';
 
 export type { ComputeDriver } from './driver.js';
 export { ExportComputeDriver } from './export.js';
@@ -25,6 +26,7 @@ export interface ComputeDriverOptions {
 export async function createComputeDriver(name: 'qemu' | 'export' | 'auto', options: ComputeDriverOptions): Promise<ComputeDriver> {
   const qemu = name === 'qemu' || (name === 'auto' && findOnPath('qemu-system-x86_64') !== undefined && findOnPath('qemu-img') !== undefined);
   // A qemu driver without QEMU installed is still returned: probe() names the packages, create() fails with COMPUTE_UNAVAILABLE.
-  if (qemu) return new QemuComputeDriver({ stateDir: options.stateDir });
+  // QEMU's sockets live in the machines' directories: a long state directory is reached through a short link.
+  if (qemu) return new QemuComputeDriver({ stateDir: await shortStateDir(options.stateDir) });
   return new ExportComputeDriver({ stateDir: options.stateDir, format: options.exportFormat });
 }

@@ -5,10 +5,13 @@
  * probe() naming the Debian packages when QEMU is missing.
  */
 import assert from 'node:assert/strict';
+import { realpathSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { isLifeboatError } from '../../src/core/errors.js';
 import { accelArgs, diskArgs, networkArgs, qemuArgs } from '../../src/compute/qemu/args.js';
 import { QemuComputeDriver } from '../../src/compute/qemu/driver.js';
+import { shortStateDir } from '../../src/compute/qemu/short-path.js';
 import { bufferSource } from '../helpers/compute.js';
 import { makeTempDir } from '../helpers/env.js';
 
@@ -93,6 +96,22 @@ test('probe names the Debian packages when QEMU is missing; create fails with CO
     );
   } finally {
     process.env['PATH'] = saved;
+    tmp.cleanup();
+  }
+});
+
+test('a long state directory is reached through a short link in a directory only this user owns; a short one is used as it is', async () => {
+  const tmp = makeTempDir('compute-short-path');
+  try {
+    const long = join(tmp.path, 'a-state-directory-whose-path-is-far-too-long-for-unix-sockets', 'compute');
+    const link = await shortStateDir(long);
+    assert.ok(link.length <= 40, link);
+    assert.equal(realpathSync(link), realpathSync(long));
+    assert.equal(await shortStateDir(long), link, 'the same link on every start');
+    const base = statSync(dirname(link));
+    assert.equal(base.mode & 0o077, 0, 'the links directory is private');
+    assert.equal(await shortStateDir('/srv/lb'), '/srv/lb');
+  } finally {
     tmp.cleanup();
   }
 });
