@@ -132,13 +132,13 @@ export function reverseHandlers(deps: RecoveryDeps, engine: ReverseEngine, loops
       const written = await Promise.all(item.disks.map(async (d) => (await store.latestPoint(storeDiskName(item.id, d.name)))?.source.generation === item.generation));
       if (!written.every(Boolean)) {
         try {
-          await engine.cutChanges(item);
+          // The last cut was taken before the replica stopped (the qemu change tracker needs QEMU running);
+          // a replica still running here (its stop failed and was left to "Fence the replica") gets one more.
+          if ((await compute.status(id)).state === 'running') await engine.cutChanges(item);
           await engine.drained(item.id, ctx.signal, { timeoutMs: timeouts.drainMs, onProgress: (p) => progress(ctx)(Math.floor(p / 3)) });
         } catch (err) {
           if (ctx.signal.aborted) throw err;
-          // The qemu driver's change tracker needs QEMU running and the replica is off by now: the digest
-          // compare below finds and ships whatever the last cut would have.
-          deps.logger.warn({ itemId: item.id, jobId: ctx.job.id, error: (err as Error).message }, 'failback: no last cut of the stopped replica; the digest compare ships its last changes');
+          deps.logger.warn({ itemId: item.id, jobId: ctx.job.id, error: (err as Error).message }, 'failback: the last changes were not all shipped by cuts; the digest compare ships them');
         }
         // The digests once more: whatever differs (a block missed, a write the tracker did not see) is shipped again.
         let checks = 0;
