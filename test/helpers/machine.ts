@@ -235,7 +235,7 @@ exit 0
     await this.waitForBoot(before, timeoutMs);
   }
 
-  /** Waits for a boot marker beyond the first `after` markers of the console (a boot someone else started). */
+  /** Waits for a boot marker beyond the first `after` markers of the console (a boot the agent's start command began). */
   async waitForBoot(after: number, timeoutMs = 180_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (this.markersSeen <= after) {
