@@ -22,6 +22,7 @@ import { isLifeboatError } from '../../src/core/errors.js';
 import { startProcessServer } from '../../src/process-server/server.js';
 import { startLiveVault } from '../vault/api/harness.js';
 import { waitFor } from '../vault/replication/harness.js';
+import { seedItem } from '../helpers/item.js';
 
 const MiB = 2 ** 20;
 
@@ -46,18 +47,7 @@ test('a failed-over item: its agent is told mode fenced and stops shipping; a HE
   assert.equal(vault.status, 201, vault.text);
   const vaultId = String(vault.json.id);
   const repos = v.server.repos;
-  const cs = await repos.configServers.create({ vaultId, name: 'cs', address: '10.0.0.1', version: '0.1.0' });
-  const machine = await repos.machines.create({ configServerId: cs.id, name: 'web', privateIp: '10.0.0.9', os: 'debian-12', supported: true });
-  const policy = await repos.policies.create({ vaultId, name: 'fast', rpoThresholdSeconds: 60, retentionHours: 24, appConsistentFrequencyMinutes: 0, crashConsistentFrequencySeconds: 1 });
-  const item = await repos.items.create({
-    vaultId,
-    machineId: machine.id,
-    policyId: policy.id,
-    state: 'initial-replication',
-    compute: { targetName: 'web', size: 'small', network: null, subnet: null, ip: null },
-    disks: [],
-  });
-  await repos.items.update(item.id, { generation: 1 });
+  const { item } = await seedItem(repos, vaultId);
 
   const ps = await startProcessServer({
     host: '127.0.0.1',

@@ -22,6 +22,7 @@ import { startProcessServer } from '../../../src/process-server/server.js';
 import { PointReader } from '../../../src/store/point-reader.js';
 import { startLiveVault } from '../api/harness.js';
 import { waitFor } from '../replication/harness.js';
+import { seedItem } from '../../helpers/item.js';
 
 const MiB = 2 ** 20;
 
@@ -39,18 +40,7 @@ test('agent -> process server -> store -> replica processor: a protected item wh
   assert.equal(vault.status, 201, vault.text);
   const vaultId = String(vault.json.id);
   const repos = v.server.repos;
-  const cs = await repos.configServers.create({ vaultId, name: 'cs', address: '10.0.0.1', version: '0.1.0' });
-  const machine = await repos.machines.create({ configServerId: cs.id, name: 'web', privateIp: '10.0.0.9', os: 'debian-12', supported: true });
-  const policy = await repos.policies.create({ vaultId, name: 'fast', rpoThresholdSeconds: 60, retentionHours: 24, appConsistentFrequencyMinutes: 0, crashConsistentFrequencySeconds: 1 });
-  const item = await repos.items.create({
-    vaultId,
-    machineId: machine.id,
-    policyId: policy.id,
-    state: 'initial-replication',
-    compute: { targetName: 'web', size: 'small', network: null, subnet: null, ip: null },
-    disks: [],
-  });
-  await repos.items.update(item.id, { generation: 1 });
+  const { item, machineId } = await seedItem(repos, vaultId);
 
   const ps = await startProcessServer({
     host: '127.0.0.1',
@@ -69,7 +59,7 @@ test('agent -> process server -> store -> replica processor: a protected item wh
     const config = parseAgentFileConfig({ disks: [{ name: 'sda', tracker: { kind: 'scan', path: image } }] });
     const stateDir = join(v.tmpDir, 'agent');
     const enrolled = await enroll({ vaultUrl: v.server.url, itemId: item.id, token, config, stateDir, vault: new HttpVaultClient(v.server.url) });
-    assert.equal(enrolled.machineId, machine.id);
+    assert.equal(enrolled.machineId, machineId);
     const state = new StateDir(stateDir);
     const identity = state.identity();
     const events: AgentEvent[] = [];

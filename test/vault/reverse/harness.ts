@@ -24,6 +24,7 @@ import { createVaultLogger } from '../../../src/vault/logging/logger.js';
 import { startVaultServer, type VaultServer } from '../../../src/vault/server.js';
 import { freePort, makeTempDir } from '../../helpers/env.js';
 import { TEST_SCRYPT } from '../../helpers/store.js';
+import { seedItem } from '../../helpers/item.js';
 
 export const MiB = 2 ** 20;
 export const BLOCK = 64 * 1024;
@@ -137,18 +138,7 @@ export class ReverseRig {
     if (vault.status !== 201) throw new Error(vault.text);
     const vaultId = String(vault.json.id);
     const repos = this.vault.repos;
-    const cs = await repos.configServers.create({ vaultId, name: 'cs', address: '10.0.0.1', version: '0.1.0' });
-    const machine = await repos.machines.create({ configServerId: cs.id, name: 'web', privateIp: '10.0.0.9', os: 'debian-12', supported: true });
-    const policy = await repos.policies.create({ vaultId, name: 'fast', rpoThresholdSeconds: 60, retentionHours: 24, appConsistentFrequencyMinutes: 0, crashConsistentFrequencySeconds: 1 });
-    const item = await repos.items.create({
-      vaultId,
-      machineId: machine.id,
-      policyId: policy.id,
-      state: 'initial-replication',
-      compute: { targetName: 'web', size: 'small', network: null, subnet: null, ip: null },
-      disks: [],
-    });
-    await repos.items.update(item.id, { generation: 1 });
+    const { item } = await seedItem(repos, vaultId);
     const token = String((await this.api('POST', `/api/v1/items/${item.id}/enrollment-token`, {})).json.token);
     const stateDir = join(this.tmp.path, 'agent');
     await enroll({ vaultUrl: this.vault.url, itemId: item.id, token, config: this.agentConfig(), stateDir, vault: new HttpVaultClient(this.vault.url) });

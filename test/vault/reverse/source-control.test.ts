@@ -12,6 +12,7 @@ import { createVaultLogger } from '../../../src/vault/logging/logger.js';
 import type { RecoveryDeps } from '../../../src/vault/recovery/module.js';
 import { shutDownSource, startSource } from '../../../src/vault/reverse/source-control.js';
 import { startLiveVault } from '../api/harness.js';
+import { seedItem } from '../../helpers/item.js';
 
 test('without an agent or a push account, shutting the source down and starting it fail saying why; the agent request is not left behind', async () => {
   const v = await startLiveVault('source-control');
@@ -20,17 +21,7 @@ test('without an agent or a push account, shutting the source down and starting 
     assert.equal(vault.status, 201, vault.text);
     const vaultId = String(vault.json.id);
     const repos = v.server.repos;
-    const cs = await repos.configServers.create({ vaultId, name: 'cs', address: '10.0.0.1', version: '0.1.0' });
-    const machine = await repos.machines.create({ configServerId: cs.id, name: 'db', privateIp: '10.0.0.7', os: 'debian-12', supported: true });
-    const policy = await repos.policies.create({ vaultId, name: 'p', rpoThresholdSeconds: 60, retentionHours: 24, appConsistentFrequencyMinutes: 0, crashConsistentFrequencySeconds: 5 });
-    const item = await repos.items.create({
-      vaultId,
-      machineId: machine.id,
-      policyId: policy.id,
-      state: 'failing-over',
-      compute: { targetName: 'db', size: 'small', network: null, subnet: null, ip: null },
-      disks: [{ name: 'sda', sizeBytes: 4096 }],
-    });
+    const { item } = await seedItem(repos, vaultId, { name: 'db', state: 'failing-over', disks: [{ name: 'sda', sizeBytes: 4096 }], crashConsistentFrequencySeconds: 5, generation: 0 });
     const deps: RecoveryDeps = {
       repos,
       stores: v.server.stores,
