@@ -132,9 +132,8 @@ export function reverseHandlers(deps: RecoveryDeps, engine: ReverseEngine, loops
       const written = await Promise.all(item.disks.map(async (d) => (await store.latestPoint(storeDiskName(item.id, d.name)))?.source.generation === item.generation));
       if (!written.every(Boolean)) {
         try {
-          // The last cut was taken before the replica stopped (the qemu change tracker needs QEMU running);
-          // a replica still running here (its stop failed and was left to "Fence the replica") gets one more.
-          if ((await compute.status(id)).state === 'running') await engine.cutChanges(item);
+          // The last cut was taken before the replica stopped ("Shut down the replica virtual machine":
+          // the qemu change tracker needs QEMU running); "Fence the replica" left it off.
           await engine.drained(item.id, ctx.signal, { timeoutMs: timeouts.drainMs, onProgress: (p) => progress(ctx)(Math.floor(p / 3)) });
         } catch (err) {
           if (ctx.signal.aborted) throw err;
