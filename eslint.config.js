@@ -39,4 +39,17 @@ export default tseslint.config(
   layer(['src/process-server/**'], ['**/cli/**', '**/vault/**', '**/agent/**']),
   layer(['src/vault/**'], ['**/cli/**', '**/agent/**', '**/process-server/**']),
   layer(['src/vault/http/**'], ['**/vault/db/**']),
+  // The portal runs in the browser and talks only to the REST API: of the vault's code it may name the domain types, nothing else.
+  {
+    files: ['web/**/*.{ts,tsx}'],
+    languageOptions: {
+      globals: { window: 'readonly', document: 'readonly', sessionStorage: 'readonly', fetch: 'readonly', TextDecoderStream: 'readonly', AbortController: 'readonly', setTimeout: 'readonly', clearTimeout: 'readonly', setInterval: 'readonly', clearInterval: 'readonly', Blob: 'readonly', HTMLElement: 'readonly', HTMLDialogElement: 'readonly', HTMLInputElement: 'readonly', navigator: 'readonly' },
+    },
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        { patterns: [{ group: ['**/src/**', '!**/src/core/model'], allowTypeImports: true, message: 'the portal talks only to the REST API (types from src/core/model are allowed)' }] },
+      ],
+    },
+  },
 );

@@ -1,0 +1,5 @@
+import { PageHeader } from '../components';
+
+export function Alerts() {
+  return <PageHeader title="Alerts" />;
+}

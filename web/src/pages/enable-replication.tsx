@@ -1,0 +1,5 @@
+import { PageHeader } from '../components';
+
+export function EnableReplication() {
+  return <PageHeader title="Enable replication" />;
+}

@@ -1,0 +1,5 @@
+import { PageHeader } from '../components';
+
+export function Infrastructure() {
+  return <PageHeader title="Infrastructure" />;
+}

@@ -1,0 +1,5 @@
+import { PageHeader } from '../components';
+
+export function Items() {
+  return <PageHeader title="Replicated items" />;
+}

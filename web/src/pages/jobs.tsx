@@ -1,0 +1,5 @@
+import { PageHeader } from '../components';
+
+export function Jobs() {
+  return <PageHeader title="Jobs" />;
+}

@@ -1,0 +1,5 @@
+import { PageHeader } from '../components';
+
+export function Overview() {
+  return <PageHeader title="Overview" />;
+}

@@ -1,0 +1,5 @@
+import { PageHeader } from '../components';
+
+export function Plans() {
+  return <PageHeader title="Recovery plans" />;
+}

@@ -1,0 +1,5 @@
+import { PageHeader } from '../components';
+
+export function Policies() {
+  return <PageHeader title="Policies" />;
+}

@@ -1,0 +1,48 @@
+/**
+ * The shapes the REST API answers with. They are the vault's own domain types
+ * (src/core/model.ts), imported as types only: nothing of the vault's code reaches the
+ * browser, and a field renamed on the server breaks the portal's type check.
+ */
+export type {
+  Alert,
+  AlertKind,
+  ChosenPoint,
+  ConfigServer,
+  DrillReport,
+  DrillSettings,
+  Job,
+  JobState,
+  JobStep,
+  ItemState,
+  Machine,
+  PointChoice,
+  ProcessServer,
+  PushAccount,
+  RecoveredMachine,
+  RecoveryPlan,
+  RecoveryPlanGroup,
+  RegistrationKey,
+  ReplicatedItem,
+  ReplicationPolicy,
+  Role,
+  ServerHealth,
+  User,
+  Vault,
+} from '../../src/core/model';
+import type { Role, User } from '../../src/core/model';
+
+export type Permission = 'read' | 'configure' | 'operate' | 'manage-users';
+
+/** `GET /api/v1/me`. */
+export interface Me {
+  readonly kind: 'user' | 'token' | 'server';
+  readonly id: string;
+  readonly role: Role;
+  readonly user: User | null;
+}
+
+/** A list route's page (docs/api.md, "Pagination"). */
+export interface Page<T> {
+  readonly items: readonly T[];
+  readonly nextCursor: string | null;
+}
