@@ -80,6 +80,8 @@ export interface VaultServerOptions {
   readonly compute?: ComputeDriver;
   /** Recovery plans: how often due drills are looked for (default 30 s); `operations` replaces src/vault/recovery's item operations (tests). */
   readonly plans?: { readonly drillIntervalMs?: number; readonly operations?: (deps: RecoveryDeps) => RecoveryOperations };
+  /** The built portal served at `/`; default `dist/web` of the package. */
+  readonly portalDir?: string;
 }
 
 export interface VaultServer {
@@ -174,6 +176,7 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
       },
       ready: () => true,
       extraMetrics: () => reporter.metrics(),
+      portalDir: options.portalDir ?? join(await packageRoot(), 'dist', 'web'),
       routes: [
         usersRoutes(users),
         tokensRoutes(tokens, now),

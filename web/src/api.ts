@@ -60,14 +60,28 @@ function fieldLabel(pointer: string): string {
 }
 
 const TOKEN_KEY = 'lifeboat.session';
+const KIND_KEY = 'lifeboat.session.kind';
+
+/** How the token was obtained: a sign-in session (revoked on sign-out) or an API token pasted in (only forgotten). */
+export type TokenKind = 'session' | 'token';
 
 export function storedToken(): string | null {
   return sessionStorage.getItem(TOKEN_KEY);
 }
 
-export function storeToken(token: string | null): void {
-  if (token === null) sessionStorage.removeItem(TOKEN_KEY);
-  else sessionStorage.setItem(TOKEN_KEY, token);
+export function storedTokenKind(): TokenKind {
+  return sessionStorage.getItem(KIND_KEY) === 'session' ? 'session' : 'token';
+}
+
+/** Kept for this browser tab only (sessionStorage): closing the tab forgets it. */
+export function storeToken(token: string | null, kind: TokenKind = 'token'): void {
+  if (token === null) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    sessionStorage.removeItem(KIND_KEY);
+  } else {
+    sessionStorage.setItem(TOKEN_KEY, token);
+    sessionStorage.setItem(KIND_KEY, kind);
+  }
 }
 
 /** Called when the vault answers 401 to a signed-in request: the session is over. */

@@ -1,5 +1,5 @@
 import { createContext, useCallback, useContext, useEffect, useMemo, useState, type ReactNode } from 'react';
-import { api, setUnauthenticatedHandler, storeToken, storedToken } from './api';
+import { api, setUnauthenticatedHandler, storeToken, storedToken, storedTokenKind } from './api';
 import type { Me, Permission, Role } from './types';
 
 /** The role table of docs/api.md ("Roles and permissions"): the portal hides what the vault would refuse. */
@@ -58,7 +58,7 @@ export function SessionProvider({ children }: { children: ReactNode }) {
       can: (permission) => (me ? ROLE_PERMISSIONS[me.role].includes(permission) : false),
       signIn: async (name, password) => {
         const answer = await api.post<SessionAnswer>('/api/v1/sessions', { name, password });
-        storeToken(answer.token);
+        storeToken(answer.token, 'session');
         setNotice(null);
         await load();
       },
@@ -74,7 +74,7 @@ export function SessionProvider({ children }: { children: ReactNode }) {
       },
       signOut: async () => {
         // A session token is revoked on the vault; an API token pasted in is only forgotten here.
-        if (me?.kind === 'token') await api.del('/api/v1/sessions/current').catch(() => undefined);
+        if (storedTokenKind() === 'session') await api.del('/api/v1/sessions/current').catch(() => undefined);
         storeToken(null);
         setMe(null);
       },

@@ -4,6 +4,7 @@ import { LifeboatError } from '../../core/errors.js';
 import { installAuth } from './auth.js';
 import { handleError, installErrorHandling } from './error-handler.js';
 import { installPublicRoutes } from './health.js';
+import { installPortal } from './portal.js';
 import { HttpMetrics, installMetrics } from './metrics.js';
 import { REQUEST_ID_HEADER, requestIdGenerator } from './request-id.js';
 import { declaredRoutes, route } from './route.js';
@@ -73,6 +74,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   installAuth(app, deps);
   installErrorHandling(app);
   installPublicRoutes(app, deps);
+  if (deps.portalDir !== undefined) await installPortal(app, deps.portalDir);
 
   route(app, {
     id: 'metrics.show',

@@ -42,6 +42,8 @@ export interface ApiDeps {
   bodyLimitBytes?: number;
   /** More Prometheus text appended to /metrics (e.g. the built-in process server's figures). */
   extraMetrics?(): string;
+  /** The built portal (dist/web) served at `/`; none: no portal routes. */
+  portalDir?: string;
 }
 
 /** What a route module gets besides the app: the clock. Services are closed over by the module. */
