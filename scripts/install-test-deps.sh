@@ -10,6 +10,7 @@ packages=(
   postgresql                                     # the vault's persistence suite runs on PostgreSQL too
   openssh-server openssh-client                  # push install is tested against a real sshd
   iproute2 procps                                # ip netns, veth, bridge and sysctl for partition tests
+  chromium                                       # the portal's browser tests (driven by playwright-core; no browser download)
 )
 missing=()
 for p in "${packages[@]}"; do
