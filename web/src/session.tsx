@@ -1,6 +1,6 @@
 import { createContext, useCallback, useContext, useEffect, useMemo, useState, type ReactNode } from 'react';
 import { api, setUnauthenticatedHandler, storeToken, storedToken, storedTokenKind } from './api';
-import type { Me, Permission, Role } from './types';
+import type { Me, Permission, Role, SessionAnswer } from './types';
 
 /** The role table of docs/api.md ("Roles and permissions"): the portal hides what the vault would refuse. */
 const ROLE_PERMISSIONS: Record<Role, readonly Permission[]> = {
@@ -23,11 +23,6 @@ export interface Session {
 }
 
 const SessionContext = createContext<Session | null>(null);
-
-interface SessionAnswer {
-  readonly token: string;
-  readonly expiresAt: string;
-}
 
 export function SessionProvider({ children }: { children: ReactNode }) {
   const [me, setMe] = useState<Me | null>(null);
