@@ -11,6 +11,7 @@ export type {
   DrillReport,
   DrillSettings,
   Job,
+  JobKind,
   JobState,
   JobStep,
   ItemState,

@@ -1,5 +1,100 @@
-import { PageHeader } from '../components';
+import { useState } from 'react';
+import { Badge, ErrorMessage, Field, Loaded, PageHeader, ProgressBar, formatDuration, formatTime } from '../components';
+import { useItemNames, type ItemNames } from '../item-names';
+import { JOB_STATES, currentStep, jobKindWords, jobPercent, jobSeconds } from '../job-words';
+import { newestFirst, useAllPages } from '../paged';
+import { Link } from '../router';
+import type { Job, JobState } from '../types';
 
+const REFRESH_MS = 3000;
+
+/** Every job, newest first, refreshed every 3 s; filter by state. */
 export function Jobs() {
-  return <PageHeader title="Jobs" />;
+  const [state, setState] = useState<JobState | ''>('');
+  const jobs = useAllPages<Job>(`/api/v1/jobs${state ? `?state=${state}` : ''}`, REFRESH_MS);
+  const names = useItemNames(REFRESH_MS * 5);
+  return (
+    <>
+      <PageHeader title="Jobs" />
+      <div className="panel">
+        <Field label="State">
+          {(p) => (
+            <select {...p} value={state} onChange={(e) => setState(e.target.value as JobState | '')}>
+              <option value="">All states</option>
+              {JOB_STATES.map((s) => (
+                <option key={s} value={s}>
+                  {s}
+                </option>
+              ))}
+            </select>
+          )}
+        </Field>
+      </div>
+      <ErrorMessage error={names.error} />
+      <Loaded resource={jobs}>
+        {(list) =>
+          list.length === 0 ? (
+            <p>{state ? `No ${state} jobs.` : 'No jobs yet.'}</p>
+          ) : (
+            <JobTable jobs={newestFirst(list, (j) => j.createdAt)} names={names} />
+          )
+        }
+      </Loaded>
+    </>
+  );
+}
+
+export function JobTable({ jobs, names }: { jobs: readonly Job[]; names: ItemNames }) {
+  return (
+    <table>
+      <thead>
+        <tr>
+          <th scope="col">Job</th>
+          <th scope="col">Item</th>
+          <th scope="col">State</th>
+          <th scope="col">Current step</th>
+          <th scope="col">Progress</th>
+          <th scope="col">Started</th>
+          <th scope="col">Duration</th>
+          <th scope="col">Initiator</th>
+        </tr>
+      </thead>
+      <tbody>
+        {jobs.map((job) => {
+          const kind = jobKindWords(job.kind);
+          const cur = currentStep(job);
+          const done = job.steps.filter((s) => s.state === 'succeeded').length;
+          return (
+            <tr key={job.id}>
+              <td>
+                <Link to={`/jobs/${job.id}`}>{kind}</Link>
+              </td>
+              <td>
+                <JobSubject job={job} names={names} />
+              </td>
+              <td>
+                <Badge value={job.state} />
+              </td>
+              <td>{cur ? cur.step.name : <span className="muted">—</span>}</td>
+              <td>
+                <ProgressBar percent={jobPercent(job)} label={`${kind} ${job.id} progress`} />
+                <small className="muted">
+                  {done} of {job.steps.length} steps
+                </small>
+              </td>
+              <td>{formatTime(job.startedAt)}</td>
+              <td>{formatDuration(jobSeconds(job))}</td>
+              <td>{job.initiator}</td>
+            </tr>
+          );
+        })}
+      </tbody>
+    </table>
+  );
+}
+
+/** What a job is about: its item (by machine name, linked), or "recovery plan". */
+export function JobSubject({ job, names }: { job: Job; names: ItemNames }) {
+  if (job.itemId === null) return <span>{job.kind === 'recovery-plan' ? 'recovery plan' : '—'}</span>;
+  return <Link to={`/items/${job.itemId}`}>{names.name(job.itemId) ?? job.itemId}</Link>;
 }
