@@ -164,6 +164,12 @@ export const ERROR_CODES = {
     summary: 'No valid credentials were presented (missing, unknown, expired or revoked token).',
     hint: 'lifeboat login',
   },
+  TOO_MANY_ATTEMPTS: {
+    exitCode: 13,
+    retryable: true,
+    summary: 'Too many failed sign-ins for this user name (5 in 15 minutes); further attempts are refused until the time named.',
+    hint: 'wait until the time named, or ask a user manager to set a new password: lifeboat user set-password NAME',
+  },
   FORBIDDEN: {
     exitCode: 13,
     retryable: false,

@@ -447,3 +447,30 @@ export interface RecoveryPlan {
   readonly createdAt: string;
   readonly updatedAt: string;
 }
+
+/** One recovery point of one of an item's disks (`GET /api/v1/items/:id/points`). */
+export interface ItemPoint {
+  readonly pointId: string;
+  /** The store disk, `<itemId>.<diskName>` (as in ChosenPoint and `lifeboat point list`). */
+  readonly disk: string;
+  /** When the source disk was in this state (the cut's capture time). */
+  readonly capturedAt: string;
+  readonly consistency: 'crash' | 'app';
+  readonly sizeBytes: number;
+  /** The source generation the point was written under. */
+  readonly generation: number;
+}
+
+/** An item's points, newest first, and per disk its newest point and its newest app-consistent point. */
+export interface ItemPoints {
+  readonly items: readonly ItemPoint[];
+  readonly latestProcessed: readonly ItemPoint[];
+  readonly latestAppConsistent: readonly ItemPoint[];
+}
+
+/** An item's RPO over time (`GET /api/v1/items/:id/rpo-history`): samples oldest first. */
+export interface RpoHistory {
+  readonly itemId: string;
+  readonly thresholdSeconds: number;
+  readonly samples: readonly { readonly at: string; readonly rpoSeconds: number }[];
+}

@@ -16,7 +16,11 @@ import { StandaloneProcessServers } from './services/process-servers.js';
 import { RegistrationService } from './services/registration.js';
 import { VaultChecks } from './services/vault-check.js';
 import type { Principal } from './http/types.js';
-import { DbPolicies, DbTokens, DbUsers, DbVaults } from './services/db-services.js';
+import { DbItemPoints, DbPolicies, DbSessions, DbTokens, DbUsers, DbVaults } from './services/db-services.js';
+import { sessionsRoutes } from './http/routes/sessions.js';
+import { pointsRoutes } from './http/routes/points.js';
+import { RpoSampler } from './services/rpo-history.js';
+import { SignInAttempts, type PasswordCost } from './services/passwords.js';
 import { accountsRoutes, machinesRoutes } from './http/routes/machines.js';
 import { alertsRoutes } from './http/routes/alerts.js';
 import { jobsRoutes } from './http/routes/jobs.js';
@@ -46,6 +50,8 @@ import type { RecoveryDeps, RecoveryOperations } from './recovery/module.js';
 const HEARTBEAT_FLUSH_MS = 1000;
 /** Alerts are evaluated this often by default: RPOs are seconds. */
 const ALERT_INTERVAL_MS = 5000;
+/** Items' RPO is sampled for the portal's chart this often by default. */
+const RPO_SAMPLE_INTERVAL_MS = 60_000;
 /** Agents reach the built-in process server here unless told otherwise (docs/replication.md). */
 export const DEFAULT_PROCESS_SERVER_PORT = 9443;
 
@@ -82,6 +88,10 @@ export interface VaultServerOptions {
   readonly plans?: { readonly drillIntervalMs?: number; readonly operations?: (deps: RecoveryDeps) => RecoveryOperations };
   /** The built portal served at `/`; default `dist/web` of the package. */
   readonly portalDir?: string;
+  /** How often each item's RPO is sampled for its history (src/vault/services/rpo-history.ts); default 60 s. */
+  readonly rpoSampleIntervalMs?: number;
+  /** scrypt cost of new password hashes (src/vault/services/passwords.ts; tests lower it). */
+  readonly passwordScrypt?: PasswordCost;
 }
 
 export interface VaultServer {
@@ -120,6 +130,13 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
     const repos = createRepositories(db, { now });
     const users = new DbUsers(repos);
     const tokens = new DbTokens(repos, now);
+    const sessions = new DbSessions(repos, tokens, now, new SignInAttempts(now), options.passwordScrypt);
+    const rpoSampler = new RpoSampler({
+      repos,
+      now,
+      intervalMs: options.rpoSampleIntervalMs ?? RPO_SAMPLE_INTERVAL_MS,
+      onError: (err) => logger.error({ err }, 'RPO sampling failed'),
+    });
     let initialAdminToken: string | undefined;
     if ((await repos.users.list()).length === 0) {
       const admin = await repos.users.create({ name: 'admin', role: 'owner' });
@@ -192,6 +209,8 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
         vaultCheckRoutes(new VaultChecks(repos, now)),
         agentsRoutes(agents, audit, now),
         processServersRoutes(standalone, audit, now),
+        sessionsRoutes(sessions, audit, now),
+        pointsRoutes(new DbItemPoints(repos, stores), rpoSampler),
         ...modules.flatMap((m) => m.routes),
       ],
     });
@@ -233,11 +252,12 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
       journalGaps: () => replica.journalGaps(),
     });
     alerts.start();
+    rpoSampler.start();
     if (options.replica?.enabled !== false) replica.start();
     try {
       await app.listen({ host: options.host, port: options.port });
     } catch (err) {
-      await Promise.all([runner.stop(), alerts.stop(), replica.stop(), ...modules.map((m) => m.stop())]);
+      await Promise.all([runner.stop(), alerts.stop(), rpoSampler.stop(), replica.stop(), ...modules.map((m) => m.stop())]);
       throw err;
     }
     const address = app.server.address();
@@ -266,7 +286,7 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
       reportProcessServer: (figures, address) => reporter.report(figures, address),
       close: async () => {
         clearInterval(heartbeatFlush);
-        await Promise.all([runner.stop(), alerts.stop(), replica.stop(), ...modules.map((m) => m.stop())]);
+        await Promise.all([runner.stop(), alerts.stop(), rpoSampler.stop(), replica.stop(), ...modules.map((m) => m.stop())]);
         await app.close();
         await registration.flushHeartbeats();
         await db.close();

@@ -316,10 +316,29 @@ CREATE TABLE recovery_plans (
 );
 `;
 
+/**
+ * The portal (docs/api.md, "Sign-in and sessions"): a user's password, as a
+ * self-describing scrypt hash (src/vault/services/passwords.ts), null for users who
+ * sign in with API tokens only; and the RPO of each item sampled over time
+ * (src/vault/services/rpo-history.ts, kept 7 days).
+ */
+const portal = `
+ALTER TABLE users ADD COLUMN password_hash TEXT;
+
+CREATE TABLE rpo_samples (
+  item_id TEXT NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+  at TEXT NOT NULL,
+  rpo_seconds BIGINT NOT NULL
+);
+CREATE INDEX rpo_samples_item_at ON rpo_samples (item_id, at);
+CREATE INDEX rpo_samples_at ON rpo_samples (at);
+`;
+
 export const MIGRATIONS: readonly Migration[] = [
   { id: 1, name: 'initial control-plane schema', sql: { sqlite: initial('sqlite'), postgres: initial('postgres') } },
   { id: 2, name: 'replication: enrollment tokens, agents, pause and throttle', sql: replication },
   { id: 3, name: 'recovery: recovered machines, drill reports and settings, recovery plans', sql: recovery },
+  { id: 4, name: 'portal: user passwords, RPO samples', sql: portal },
 ];
 
 /** The schema version this code writes and understands. */

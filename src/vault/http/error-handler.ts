@@ -28,6 +28,8 @@ export function handleError(err: unknown, request: FastifyRequest, reply: Fastif
     const status = statusOfError(err);
     if (status >= 500) logError(request, err);
     if (status === 401) reply.header('www-authenticate', 'Bearer');
+    // TOO_MANY_ATTEMPTS names when to retry; clients that read headers get it as Retry-After too.
+    if (status === 429 && typeof err.details.retryAfterSeconds === 'number') reply.header('retry-after', String(err.details.retryAfterSeconds));
     const detail = err.code === 'INTERNAL' ? internalDetail(request) : err.message;
     const errors = Array.isArray(err.details.errors) ? err.details.errors.map(toFieldError) : undefined;
     return sendProblem(request, reply, { status, code: err.code, detail, ...(errors ? { errors } : {}) });

@@ -1,5 +1,5 @@
 import { LifeboatError, isLifeboatError } from '../../core/errors.js';
-import type { ChosenPoint, PointChoice, ReplicatedItem } from '../../core/model.js';
+import type { ChosenPoint, ItemPoint, ItemPoints, PointChoice, ReplicatedItem } from '../../core/model.js';
 import { pointCapturedAt, type PointManifest } from '../../format/manifest.js';
 import type { Repository } from '../../store/repository.js';
 import { storeDiskName } from '../services/agents.js';
@@ -106,4 +106,39 @@ function newestCaptured(points: readonly PointManifest[], atMs: number): PointMa
 /** The earliest capture time of the chosen points (what the RPO is measured from). */
 export function oldestCapture(point: ChosenPoint): number {
   return Math.min(...point.disks.map((d) => Date.parse(d.capturedAt)));
+}
+
+/**
+ * The item's points on all its disks, newest first by capture time (then id), at most
+ * `limit`; and per disk (in the item's disk order) its newest point and its newest
+ * app-consistent point — what `latest-processed` and `latest-app-consistent` would
+ * choose. An item without disks has no points; the store is not opened then.
+ */
+export async function listItemPoints(openStore: () => Promise<Repository>, item: ReplicatedItem, limit: number): Promise<ItemPoints> {
+  if (item.disks.length === 0) return { items: [], latestProcessed: [], latestAppConsistent: [] };
+  const repo = await openStore();
+  const all: ItemPoint[] = [];
+  const latestProcessed: ItemPoint[] = [];
+  const latestAppConsistent: ItemPoint[] = [];
+  for (const d of item.disks) {
+    const manifests = await repo.listPoints(storeDiskName(item.id, d.name));
+    const newest = newestCaptured(manifests, Infinity);
+    const newestApp = newestCaptured(manifests.filter((m) => m.consistency === 'app'), Infinity);
+    if (newest) latestProcessed.push(itemPoint(newest));
+    if (newestApp) latestAppConsistent.push(itemPoint(newestApp));
+    all.push(...manifests.map(itemPoint));
+  }
+  all.sort((a, b) => Date.parse(b.capturedAt) - Date.parse(a.capturedAt) || (a.pointId < b.pointId ? 1 : a.pointId > b.pointId ? -1 : 0));
+  return { items: all.slice(0, limit), latestProcessed, latestAppConsistent };
+}
+
+function itemPoint(m: PointManifest): ItemPoint {
+  return {
+    pointId: m.pointId,
+    disk: m.disk,
+    capturedAt: pointCapturedAt(m),
+    consistency: m.consistency,
+    sizeBytes: m.diskSizeBytes,
+    generation: m.source.generation,
+  };
 }

@@ -1,12 +1,16 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { LifeboatError } from '../../core/errors.js';
-import type { ApiToken, ReplicationPolicy, Role, User, Vault } from '../../core/model.js';
+import type { ApiToken, ItemPoints, ReplicationPolicy, Role, User, Vault } from '../../core/model.js';
 import { validatePolicy } from '../../core/policy.js';
 import type { Repositories } from '../db/repositories/index.js';
 import type { Page, PageRequest, PolicyInput, PolicyPatch, PolicyService, TokenService, UserService } from '../http/services.js';
 import type { VaultInput, VaultService } from '../http/routes/vaults.js';
 import type { VaultStores } from './vault-stores.js';
 import { paginate } from '../http/paging.js';
+import type { SessionService } from '../http/routes/sessions.js';
+import type { ItemPointsService } from '../http/routes/points.js';
+import { listItemPoints } from '../recovery/points.js';
+import { DEFAULT_PASSWORD_COST, SignInAttempts, checkPasswordLength, hashPassword, verifyPassword, type PasswordCost } from './passwords.js';
 
 /**
  * The API's services on the vault database. A token secret is `lbt_` and 32
@@ -65,6 +69,94 @@ export class DbTokens implements TokenService {
     const user = await this.repos.users.find(token.userId);
     if (!user || user.disabled) return undefined;
     return { token, user };
+  }
+}
+
+/** How long a portal session token lives. */
+export const SESSION_HOURS = 12;
+/** The name of every session token starts so (token names are unique per user, so each adds its start and a random tag). */
+export const SESSION_TOKEN_PREFIX = 'portal session ';
+
+/**
+ * Sign-in with a user name and password, sessions (ordinary API tokens named
+ * `portal session …` that expire in 12 hours) and passwords. Every failed sign-in is
+ * the same UNAUTHENTICATED with the same message, and costs one scrypt whatever the
+ * reason (an unknown name is checked against a hash of nothing), so neither the answer
+ * nor its time tells which names exist.
+ */
+export class DbSessions implements SessionService {
+  private dummyHash: Promise<string> | undefined;
+
+  constructor(
+    private readonly repos: Repositories,
+    private readonly tokens: DbTokens,
+    private readonly now: () => Date,
+    private readonly attempts: SignInAttempts = new SignInAttempts(now),
+    private readonly cost: PasswordCost = DEFAULT_PASSWORD_COST,
+  ) {}
+
+  async signIn(name: string, password: string): Promise<User> {
+    this.attempts.check(name);
+    const user = await this.repos.users.findByName(name);
+    const stored = user ? await this.repos.users.passwordHash(user.id) : null;
+    const matches = await verifyPassword(stored ?? (await this.dummy()), password);
+    if (!user || user.disabled || stored === null || !matches) {
+      this.attempts.failed(name);
+      throw new LifeboatError('UNAUTHENTICATED', 'the user name or the password is wrong');
+    }
+    this.attempts.succeeded(name);
+    return user;
+  }
+
+  async startSession(userId: string): Promise<{ token: string; expiresAt: string }> {
+    const at = this.now();
+    const expiresAt = new Date(at.getTime() + SESSION_HOURS * 3_600_000).toISOString();
+    const name = `${SESSION_TOKEN_PREFIX}${at.toISOString().replace(/[-:]/g, '').replace(/\.\d+/, '')}-${randomBytes(3).toString('hex')}`;
+    const { secret } = await this.tokens.create({ userId, name, expiresAt });
+    return { token: secret, expiresAt };
+  }
+
+  /** Revokes the session token `tokenId`; CONFLICT for an API token that is not a portal session (those are revoked with DELETE /api/v1/tokens/:id). */
+  async endSession(tokenId: string): Promise<void> {
+    const token = await this.tokens.get(tokenId);
+    if (!token.name.startsWith(SESSION_TOKEN_PREFIX)) {
+      throw new LifeboatError('CONFLICT', `token ${token.name} is an API token, not a portal session: revoke it with DELETE /api/v1/tokens/${token.id}`, {
+        details: { token: token.id },
+      });
+    }
+    await this.tokens.revoke(token.id);
+  }
+
+  async setPassword(userId: string, password: string): Promise<void> {
+    checkPasswordLength(password, '/password');
+    await this.repos.users.get(userId);
+    await this.repos.users.setPasswordHash(userId, await hashPassword(password, this.cost));
+  }
+
+  /**
+   * The current password must match (VALIDATION on /currentPassword otherwise, counted
+   * like a failed sign-in of the user's name, so a stolen token cannot guess it).
+   */
+  async changeOwnPassword(userId: string, currentPassword: string, password: string): Promise<void> {
+    checkPasswordLength(password, '/password');
+    const user = await this.repos.users.get(userId);
+    this.attempts.check(user.name);
+    const stored = await this.repos.users.passwordHash(userId);
+    if (stored === null) {
+      throw new LifeboatError('VALIDATION', `user ${user.name} has no password yet; a user manager sets the first one (lifeboat user set-password ${user.name})`, {
+        details: { errors: [{ field: '/currentPassword', message: 'there is no current password' }] },
+      });
+    }
+    if (!(await verifyPassword(stored, currentPassword))) {
+      this.attempts.failed(user.name);
+      throw new LifeboatError('VALIDATION', 'the current password is wrong', { details: { errors: [{ field: '/currentPassword', message: 'is wrong' }] } });
+    }
+    await this.setPassword(userId, password);
+  }
+
+  private dummy(): Promise<string> {
+    this.dummyHash ??= hashPassword(randomBytes(16).toString('hex'), this.cost);
+    return this.dummyHash;
   }
 }
 
@@ -156,5 +248,18 @@ export function checkStoreUrlHasNoSecret(storeUrl: string): void {
     throw new LifeboatError('VALIDATION', 'storeUrl must not carry credentials; give them to the vault through its environment', {
       details: { errors: [{ field: '/storeUrl', message: 'credentials in the URL are refused' }] },
     });
+  }
+}
+
+/** An item's points, read from its vault's store (src/vault/recovery/points.ts listItemPoints). */
+export class DbItemPoints implements ItemPointsService {
+  constructor(
+    private readonly repos: Repositories,
+    private readonly stores: VaultStores,
+  ) {}
+
+  async points(itemId: string, limit: number): Promise<ItemPoints> {
+    const item = await this.repos.items.get(itemId);
+    return listItemPoints(() => this.stores.openVaultStore(item.vaultId), item, limit);
   }
 }

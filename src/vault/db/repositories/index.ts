@@ -8,6 +8,7 @@ import { ItemRepository } from './items.js';
 import { JobRepository } from './jobs.js';
 import { MachineRepository, PushAccountRepository } from './machines.js';
 import { PolicyRepository } from './policies.js';
+import { RpoSampleRepository } from './rpo-samples.js';
 import { ConfigServerRepository, ProcessServerRepository } from './servers.js';
 import { SettingsRepository } from './settings.js';
 import { DrillReportRepository, DrillSettingsRepository, RecoveredMachineRepository, RecoveryPlanRepository } from './recovery.js';
@@ -37,6 +38,7 @@ export interface Repositories {
   readonly drillReports: DrillReportRepository;
   readonly drillSettings: DrillSettingsRepository;
   readonly recoveryPlans: RecoveryPlanRepository;
+  readonly rpoSamples: RpoSampleRepository;
 }
 
 export interface RepositoryOptions {
@@ -74,6 +76,7 @@ export function createRepositories(db: Database, options: RepositoryOptions = {}
     drillReports: new DrillReportRepository(ctx),
     drillSettings: new DrillSettingsRepository(ctx),
     recoveryPlans: new RecoveryPlanRepository(ctx),
+    rpoSamples: new RpoSampleRepository(ctx),
   };
 }
 
@@ -92,6 +95,7 @@ export {
   ProcessServerRepository,
   PushAccountRepository,
   RegistrationKeyRepository,
+  RpoSampleRepository,
   SettingsRepository,
   UserRepository,
   VaultRepository,

@@ -22,6 +22,22 @@ export class UserRepository extends Repository<User> {
   update(id: string, patch: Partial<Pick<User, 'name' | 'role' | 'disabled'>>): Promise<User> {
     return this.table.update(id, patch);
   }
+
+  /**
+   * The stored password hash (src/vault/services/passwords.ts), null when the user has
+   * none. It is not a field of User, so no list, answer or log of users can carry it.
+   */
+  async passwordHash(id: string): Promise<string | null> {
+    const row = await this.ctx.db.one<{ password_hash: string | null }>('SELECT password_hash FROM users WHERE id = ?', [id]);
+    if (!row) throw this.table.notFound(id);
+    return row.password_hash;
+  }
+
+  /** Replaces the password hash (null removes the password); NOT_FOUND for an unknown user. */
+  async setPasswordHash(id: string, hash: string | null): Promise<void> {
+    const { changes } = await this.ctx.db.run('UPDATE users SET password_hash = ? WHERE id = ?', [hash, id]);
+    if (changes === 0) throw this.table.notFound(id);
+  }
 }
 
 export class ApiTokenRepository extends Repository<ApiToken> {
