@@ -29,6 +29,15 @@ after(async () => {
   await vault?.stop();
 });
 
+/** The focused control, as a person would name it: a button's text or the text of the input's label. */
+const FOCUSED_LABEL = `(() => {
+  const el = document.activeElement;
+  if (!el) return '';
+  if (el.tagName === 'BUTTON') return 'button:' + el.textContent;
+  const label = el.id ? document.querySelector('label[for="' + el.id + '"]') : null;
+  return label ? label.textContent : el.getAttribute('aria-label') || el.tagName;
+})()`;
+
 async function policies(): Promise<PolicyRow[]> {
   const res = await vault.call('GET', '/api/v1/policies', vault.ownerToken);
   assert.equal(res.status, 200);
@@ -121,12 +130,7 @@ test('keyboard: Tab goes from the name through every field to Create policy, and
   const seen: string[] = [];
   for (let i = 0; i < 10; i++) {
     await page.keyboard.press('Tab');
-    const label = await page.evaluate(() => {
-      const el = document.activeElement as HTMLElement | null;
-      if (!el) return '';
-      if (el.tagName === 'BUTTON') return `button:${el.textContent ?? ''}`;
-      return el.id ? (document.querySelector(`label[for="${el.id}"]`)?.textContent ?? el.id) : el.tagName;
-    });
+    const label = await page.evaluate<string>(FOCUSED_LABEL);
     seen.push(label);
     if (label === 'button:Create policy') break;
   }
