@@ -48,8 +48,13 @@ export function shortId(id: string): string {
   return id.length > 12 ? `${id.slice(0, 10)}…` : id;
 }
 
+/** A point's disk as the item names it: `sda` of the store disk `<itemId>.sda`. */
+export function diskName(storeDisk: string): string {
+  return storeDisk.slice(storeDisk.lastIndexOf('.') + 1);
+}
+
 export function pointLabel(p: ItemPoint): string {
-  return `${formatTime(p.capturedAt)} — ${p.disk} — ${p.consistency === 'app' ? 'app-consistent' : 'crash-consistent'} — ${shortId(p.pointId)}`;
+  return `${formatTime(p.capturedAt)} — ${diskName(p.disk)} — ${p.consistency === 'app' ? 'app-consistent' : 'crash-consistent'} — ${shortId(p.pointId)}`;
 }
 
 export function usePointPicker(): [PointPickerState, (s: PointPickerState) => void] {

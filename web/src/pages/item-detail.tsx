@@ -5,7 +5,7 @@ import { Badge, ErrorMessage, type Resource, Field, formatAge, formatBytes, form
 import { itemHealth } from '../health';
 import { ItemActions } from '../item-actions';
 import { newestFirst, useAllPages } from '../paged';
-import { shortId } from '../point-picker';
+import { diskName, shortId } from '../point-picker';
 import { Link } from '../router';
 import { RpoChart } from '../rpo-chart';
 import { useSession } from '../session';
@@ -45,7 +45,7 @@ export function ItemDetail({ id }: { id: string }) {
           const verdict = itemHealth(it, policy.data, alerts.data ?? []);
           return (
             <>
-              <div className="panel" aria-label="Status">
+              <section className="panel" aria-label="Status">
                 <dl className="facts">
                   <dt>State</dt>
                   <dd>
@@ -62,7 +62,7 @@ export function ItemDetail({ id }: { id: string }) {
                     {policy.data ? ` (threshold ${formatDuration(policy.data.rpoThresholdSeconds)})` : null}
                   </dd>
                 </dl>
-              </div>
+              </section>
               {session.can('operate') ? (
                 <ItemActions item={it} points={points.data?.items} pointsUnavailable={points.error ? readable(points.error) : undefined} onChanged={refresh} />
               ) : null}
@@ -201,7 +201,7 @@ function PointsSection({ points }: { points: Resource<ItemPoints> }) {
                       <td>
                         <code title={pt.pointId}>{shortId(pt.pointId)}</code>
                       </td>
-                      <td>{pt.disk}</td>
+                      <td>{diskName(pt.disk)}</td>
                       <td>{formatTime(pt.capturedAt)}</td>
                       <td>{pt.consistency === 'app' ? 'app-consistent' : 'crash-consistent'}</td>
                     </tr>
@@ -231,7 +231,7 @@ function LatestTable({ caption, points }: { caption: string; points: readonly It
       <tbody>
         {points.map((pt) => (
           <tr key={pt.disk}>
-            <th scope="row">{pt.disk}</th>
+            <th scope="row">{diskName(pt.disk)}</th>
             <td>{formatTime(pt.capturedAt)}</td>
             <td>{formatAge(pt.capturedAt)}</td>
           </tr>
@@ -426,7 +426,7 @@ function DrillReportsSection({ reports }: { reports: Resource<{ items: readonly 
                       <Badge value={d.outcome} />
                       {d.error ? <span className="muted health-reason">{d.error}</span> : null}
                     </td>
-                    <td>{d.point ? d.point.disks.map((p) => `${p.disk.split('.').pop()}: ${formatTime(p.capturedAt)} (${p.consistency})`).join('; ') : '—'}</td>
+                    <td>{d.point ? d.point.disks.map((p) => `${diskName(p.disk)}: ${formatTime(p.capturedAt)} (${p.consistency})`).join('; ') : '—'}</td>
                     <td>{formatDuration(d.rpoSeconds)}</td>
                     <td>{formatDuration(d.rtoSeconds)}</td>
                     <td>
