@@ -3,7 +3,7 @@
  *
  * 1. Time from `test-failover start` to the guest's boot marker for disks of several
  *    sizes (goal: flat in disk size, at most RTO_GOAL_S). Per size, a fresh all-in-one
- *    vault (src/cli/commands/quickstart.ts AllInOne: the vault with the qemu compute
+ *    vault (src/cli/quickstart/all-in-one.ts AllInOne: the vault with the qemu compute
  *    driver, the built-in process server and the agent, all in this process, SQLite
  *    and a local-folder store) protects a bootable tiny guest disk
  *    (test/helpers/guest.ts) grown sparse to the size, with 1 MiB of random data
@@ -27,7 +27,7 @@ import { closeSync, mkdtempSync, openSync, rmSync, statSync, truncateSync, write
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AgentEvent } from '../src/agent/agent.js';
-import { AllInOne } from '../src/cli/commands/quickstart.js';
+import { AllInOne } from '../src/cli/quickstart/all-in-one.js';
 import type { MachineStatus } from '../src/compute/driver.js';
 import { isLifeboatError, LifeboatError } from '../src/core/errors.js';
 import type { DrillReport, Job } from '../src/core/model.js';

@@ -72,7 +72,7 @@ export function buildProgram(env: Env, signals: AbortSignal): Command {
   pointList.register(point, env);
   const journal = program.command('journal').description('journal segments: changed extents shipped between points');
   journalProcess.register(journal, env);
-  quickstart.register(program, env);
+  quickstart.register(program, env, signals);
   server.register(program, env, signals);
 
   // The control plane: commands that talk to a vault server (src/cli/api-client.ts).

@@ -1,0 +1,29 @@
+import { LifeboatError } from '../../core/errors.js';
+
+export const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+
+/**
+ * Polls `probe` every `intervalMs` (default 250) until it returns a value; TIMEOUT after
+ * `timeoutMs`, saying what was awaited. An aborted `signal` ends the wait with the
+ * abort's reason.
+ */
+export async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>, options: { intervalMs?: number; signal?: AbortSignal } = {}): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    options.signal?.throwIfAborted();
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new LifeboatError('TIMEOUT', `timed out after ${timeoutMs / 1000} s waiting for ${what}`);
+    await sleep(options.intervalMs ?? 250, options.signal);
+  }
+}
