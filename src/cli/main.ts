@@ -29,6 +29,9 @@ import * as replicationPause from './commands/replication-pause.js';
 import * as replicationResume from './commands/replication-resume.js';
 import * as replicationThrottle from './commands/replication-throttle.js';
 import * as itemEnrollToken from './commands/item-enroll-token.js';
+import * as userCreate from './commands/user-create.js';
+import * as userList from './commands/user-list.js';
+import * as userSetPassword from './commands/user-set-password.js';
 import * as vaultCheck from './commands/vault-check.js';
 import * as vaultCreate from './commands/vault-create.js';
 import * as vaultList from './commands/vault-list.js';
@@ -110,6 +113,10 @@ export function buildProgram(env: Env, signals: AbortSignal): Command {
   jobShow.register(job, env);
   jobWatch.register(job, env, signals);
   alertList.register(program.command('alert').description('alerts'), env);
+  const user = program.command('user').description('users of the vault: list, create, set-password (portal sign-in)');
+  userList.register(user, env);
+  userCreate.register(user, env);
+  userSetPassword.register(user, env);
   // Recovery (docs/recovery.md): test failover, failover, commit, drills, plans, reprotect, failback.
   recoveryCommands.register(program, env, signals);
   planCommands.register(program, env, signals);

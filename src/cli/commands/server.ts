@@ -94,16 +94,19 @@ export function register(program: Command, env: Env, signals: AbortSignal): void
           url: server.url,
           api: `${server.url}/api/v1`,
           openapi: `${server.url}/api/docs`,
+          portal: `${server.url}/`,
           dataDir,
           adminToken: server.initialAdminToken ?? null,
           processServerPort: processServer?.port ?? null,
         },
         [
           `vault listening at ${server.url} (API ${server.url}/api/v1, OpenAPI ${server.url}/api/docs); state in ${dataDir}`,
+          `portal: ${server.url}/`,
           processServer ? `process server listening on ${host}:${processServer.port} (TLS; agents use ${advertisedHost}:${processServer.port})` : 'no process server (--no-process-server)',
           server.initialAdminToken
             ? `admin token (shown once, keep it safe): ${server.initialAdminToken}`
             : 'the admin token was shown at the first start; an owner can create more with POST /api/v1/tokens',
+          'set a password for the portal: lifeboat user set-password admin',
         ].join('\n'),
       );
       await new Promise<void>((resolve) => {
