@@ -1,6 +1,6 @@
 import { Fragment, useState, type FormEvent } from 'react';
 import type { Agent } from '../../../src/core/model';
-import { api, ApiError } from '../api';
+import { api, ApiError, readableError } from '../api';
 import { Badge, ErrorMessage, type Resource, Field, formatAge, formatBytes, formatDuration, formatTime, Loaded, PageHeader, ProgressBar, useResource } from '../components';
 import { itemHealth } from '../health';
 import { ItemActions } from '../item-actions';
@@ -64,7 +64,7 @@ export function ItemDetail({ id }: { id: string }) {
                 </dl>
               </section>
               {session.can('operate') ? (
-                <ItemActions item={it} points={points.data?.items} pointsUnavailable={points.error ? readable(points.error) : undefined} onChanged={refresh} />
+                <ItemActions item={it} points={points.data?.items} pointsUnavailable={points.error ? readableError(points.error) : undefined} onChanged={refresh} />
               ) : null}
               <div className="item-sections">
                 <MachineSection item={it} machine={machine.data} machineError={machine.error} policy={policy.data} />
@@ -81,10 +81,6 @@ export function ItemDetail({ id }: { id: string }) {
       </Loaded>
     </>
   );
-}
-
-function readable(err: unknown): string {
-  return err instanceof ApiError ? err.message : err instanceof Error ? err.message : String(err);
 }
 
 function MachineSection({ item, machine, machineError, policy }: { item: ReplicatedItem; machine: Machine | undefined; machineError: unknown; policy: ReplicationPolicy | undefined }) {
