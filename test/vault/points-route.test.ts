@@ -89,7 +89,7 @@ describe('GET /api/v1/items/:id/points', () => {
       vaultId: v.item.vaultId,
       machineId: (await repos.machines.create({ configServerId: (await repos.configServers.list())[0]?.id as string, name: 'bare', privateIp: '10.0.0.10', os: 'debian-12' })).id,
       policyId: v.item.policyId,
-      state: 'enabling-protection',
+      state: 'enabling',
       compute: { targetName: 'bare', size: 'small', network: null, subnet: null, ip: null },
       disks: [],
     });
