@@ -88,7 +88,7 @@ function RegistrationKeys({ vault }: { vault: Vault }) {
     }
   };
   return (
-    <div>
+    <section aria-label={`Registration keys of ${vault.name}`}>
       <h3>Registration keys of {vault.name}</h3>
       <p className="muted">A configuration server registers with a key; a key is valid 5 days.</p>
       {configure ? (
@@ -158,7 +158,7 @@ function RegistrationKeys({ vault }: { vault: Vault }) {
           )
         }
       </Loaded>
-    </div>
+    </section>
   );
 }
 
