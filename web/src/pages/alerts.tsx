@@ -5,11 +5,13 @@ import { alertKindWords } from '../job-words';
 import { newestFirst, useAllPages } from '../paged';
 import { Link } from '../router';
 import type { Alert, RecoveryPlan } from '../types';
+import '../filters.css';
 
 const REFRESH_MS = 5000;
 type Severity = Alert['severity'];
+const SEVERITY_RANK: Record<Severity, number> = { critical: 0, warning: 1 };
 
-/** Open alerts first (newest first), then cleared ones on demand; filter by severity. */
+/** Open alerts first (critical first, then newest), then cleared ones on demand; filter by severity. */
 export function Alerts() {
   const [showCleared, setShowCleared] = useState(false);
   const [severity, setSeverity] = useState<Severity | ''>('');
@@ -34,10 +36,11 @@ export function Alerts() {
       <Loaded resource={alerts}>
         {(list) => {
           const shown = list.filter((a) => !severity || a.severity === severity);
+          // Critical before warning, then newest first.
           const open = newestFirst(
             shown.filter((a) => a.clearedAt === null),
             (a) => a.raisedAt,
-          );
+          ).sort((a, b) => SEVERITY_RANK[a.severity] - SEVERITY_RANK[b.severity]);
           const cleared = newestFirst(
             shown.filter((a) => a.clearedAt !== null),
             (a) => a.clearedAt!,

@@ -6,6 +6,7 @@ import { jobEnded, jobKindWords, jobSeconds, waitingManualAction } from '../job-
 import { useLiveJob, type LiveStatus } from '../live-job';
 import { useSession } from '../session';
 import type { Job, JobState, JobStep } from '../types';
+import { useUserNames } from '../user-names';
 import { JobSubject } from './jobs';
 import '../job-detail.css';
 
@@ -20,6 +21,7 @@ const STATUS_WORDS: Record<LiveStatus, string> = {
 export function JobDetail({ id }: { id: string }) {
   const { job, status, error, setJob } = useLiveJob(id);
   const names = useItemNames();
+  const userName = useUserNames();
   const now = useNow(job !== undefined && !jobEnded(job));
   const title = job ? jobKindWords(job.kind) : `Job ${id}`;
   return (
@@ -55,7 +57,7 @@ export function JobDetail({ id }: { id: string }) {
               <dt>Duration</dt>
               <dd>{formatDuration(jobSeconds(job, now))}</dd>
               <dt>Initiator</dt>
-              <dd>{job.initiator}</dd>
+              <dd>{userName(job.initiator)}</dd>
               {job.error ? (
                 <>
                   <dt>Error</dt>
@@ -96,6 +98,9 @@ const STEP_ICONS: Record<JobState, string> = {
   cancelled: '⊘',
 };
 
+/** A step's time of day (the job's dates are in its header). */
+const clock = (iso: string): string => new Date(iso).toLocaleTimeString();
+
 function StepRow({ step, now }: { step: JobStep; now: number }) {
   return (
     <li>
@@ -108,9 +113,22 @@ function StepRow({ step, now }: { step: JobStep; now: number }) {
       </div>
       <div>{step.state === 'running' ? <ProgressBar percent={step.progressPercent} label={`${step.name} progress`} /> : <Badge value={step.state} />}</div>
       <div className="step-times">
-        {step.startedAt ? <div>Started {formatTime(step.startedAt)}</div> : null}
-        {step.endedAt ? <div>Ended {formatTime(step.endedAt)}</div> : null}
-        {step.startedAt ? <div>{formatDuration(jobSeconds(step, now))}</div> : null}
+        {step.startedAt ? (
+          <>
+            <time dateTime={step.startedAt} title={formatTime(step.startedAt)}>
+              {clock(step.startedAt)}
+            </time>
+            {step.endedAt ? (
+              <>
+                {' → '}
+                <time dateTime={step.endedAt} title={formatTime(step.endedAt)}>
+                  {clock(step.endedAt)}
+                </time>
+              </>
+            ) : null}
+            <div>{formatDuration(jobSeconds(step, now))}</div>
+          </>
+        ) : null}
       </div>
     </li>
   );

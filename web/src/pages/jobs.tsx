@@ -2,9 +2,11 @@ import { useState } from 'react';
 import { Badge, ErrorMessage, Field, Loaded, PageHeader, ProgressBar, formatDuration, formatTime } from '../components';
 import { useItemNames, type ItemNames } from '../item-names';
 import { JOB_STATES, currentStep, jobKindWords, jobPercent, jobSeconds } from '../job-words';
-import { newestFirst, useAllPages } from '../paged';
+import { useAllPages } from '../paged';
 import { Link } from '../router';
 import type { Job, JobState } from '../types';
+import { useUserNames } from '../user-names';
+import '../filters.css';
 
 const REFRESH_MS = 3000;
 
@@ -16,7 +18,7 @@ export function Jobs() {
   return (
     <>
       <PageHeader title="Jobs" />
-      <div className="panel">
+      <div className="panel filters">
         <Field label="State">
           {(p) => (
             <select {...p} value={state} onChange={(e) => setState(e.target.value as JobState | '')}>
@@ -36,7 +38,8 @@ export function Jobs() {
           list.length === 0 ? (
             <p>{state ? `No ${state} jobs.` : 'No jobs yet.'}</p>
           ) : (
-            <JobTable jobs={newestFirst(list, (j) => j.createdAt)} names={names} />
+            // Pages come in id order, which is creation order (ids are time ids): newest first is that order reversed.
+            <JobTable jobs={[...list].reverse()} names={names} />
           )
         }
       </Loaded>
@@ -45,6 +48,7 @@ export function Jobs() {
 }
 
 export function JobTable({ jobs, names }: { jobs: readonly Job[]; names: ItemNames }) {
+  const userName = useUserNames();
   return (
     <table>
       <thead>
@@ -84,7 +88,7 @@ export function JobTable({ jobs, names }: { jobs: readonly Job[]; names: ItemNam
               </td>
               <td>{formatTime(job.startedAt)}</td>
               <td>{formatDuration(jobSeconds(job))}</td>
-              <td>{job.initiator}</td>
+              <td>{userName(job.initiator)}</td>
             </tr>
           );
         })}
