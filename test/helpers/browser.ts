@@ -35,12 +35,11 @@ export async function launchBrowser(): Promise<Browser> {
 export async function openPortal(browser: Browser, url: string, token?: string): Promise<{ page: Page; problems: string[] }> {
   const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
   if (token) {
-    await context.addInitScript(([t]) => {
-      if (!window.sessionStorage.getItem('lifeboat.session')) {
-        window.sessionStorage.setItem('lifeboat.session', t as string);
-        window.sessionStorage.setItem('lifeboat.session.kind', 'token');
-      }
-    }, [token]);
+    // Runs in the page before its own scripts (a string: the test's types have no DOM).
+    const t = JSON.stringify(token);
+    await context.addInitScript({
+      content: `if (!sessionStorage.getItem('lifeboat.session')) { sessionStorage.setItem('lifeboat.session', ${t}); sessionStorage.setItem('lifeboat.session.kind', 'token'); }`,
+    });
   }
   const page = await context.newPage();
   const problems: string[] = [];
