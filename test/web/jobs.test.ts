@@ -3,8 +3,9 @@
  * (test/vault/recovery/harness.ts): a test failover's job page follows its steps live
  * through the event stream (held at "Start the test virtual machine" until the test lets
  * it go, so the running step is seen, then the end, without a reload); a cancel the
- * vault refuses (a failover must never stop half-way) is a sentence in the dialog; the
- * list shows the jobs newest first with their kinds in words.
+ * vault refuses (a failover must never stop half-way) is a sentence in the dialog, and
+ * a dropped event stream is opened again; the list shows the jobs newest first with
+ * their kinds in words.
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -123,8 +124,20 @@ describe('portal: jobs', () => {
     failoverJob = started.json as unknown as Job;
     await held.entered;
 
-    const { page, problems } = await open(`/jobs/${failoverJob.id}`);
+    // The first event stream the page opens ends at once without an event (a dropped
+    // stream): the page opens it again and goes on live.
+    const { page, problems } = await open('/');
+    await page.getByRole('navigation', { name: 'Main' }).waitFor();
+    let streams = 0;
+    await page.route(`**/api/v1/jobs/${failoverJob.id}/events`, async (route) => {
+      if (++streams === 1) await route.fulfill({ status: 200, contentType: 'text/event-stream', body: '' });
+      else await route.continue();
+    });
+    await page.evaluate((hash) => ((globalThis as unknown as { location: { hash: string } }).location.hash = hash), `#/jobs/${failoverJob.id}`);
     await page.getByRole('heading', { name: 'Failover', level: 1 }).waitFor();
+    await page.getByRole('status', { name: 'Updates: live' }).waitFor();
+    assert.equal(streams, 2, 'the dropped stream was opened again');
+    assert.equal(await page.getByRole('alert').count(), 0, 'a dropped stream is not an error');
     await stepItem(page, 'Start the replica virtual machine').getByRole('img', { name: 'running' }).waitFor();
     await page.getByRole('button', { name: 'Cancel job' }).click();
     const dialog = page.getByRole('dialog', { name: 'Cancel this job' });

@@ -12,7 +12,7 @@ const MAX_RETRY_MS = 5000;
 export interface LiveJob {
   readonly job: Job | undefined;
   readonly status: LiveStatus;
-  /** The last error: a refusal (404, 403) ends following; a dropped stream is retried. */
+  /** A refusal (404, 403) that ended following; a dropped stream is retried, not an error. */
   readonly error: unknown;
   /** Shows a job an action answered with at once, before the stream catches up. */
   setJob(job: Job): void;
@@ -52,9 +52,10 @@ export function useLiveJob(id: string): LiveJob {
           );
         } catch (err) {
           if (abort.signal.aborted) return;
-          setError(err);
-          // The job is gone or may not be read: retrying cannot help.
+          // The job is gone or may not be read: retrying cannot help. Anything else (the
+          // vault restarting, the network) is a dropped stream, shown as "reconnecting".
           if (err instanceof ApiError && err.status >= 400 && err.status < 500) {
+            setError(err);
             setStatus('ended');
             return;
           }
