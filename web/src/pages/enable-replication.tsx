@@ -146,7 +146,7 @@ function AddAccount({ configServerId, onAdded }: { configServerId: string; onAdd
           <input type="radio" name="account-kind" checked={kind === 'key'} onChange={() => setKind('key')} /> Private key
         </label>
       </fieldset>
-      <Field label={kind === 'password' ? 'Password' : 'Private key (PEM)'}>
+      <Field label={kind === 'password' ? 'Account password' : 'Account private key (PEM)'}>
         {(props) =>
           kind === 'password' ? (
             <input
