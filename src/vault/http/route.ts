@@ -131,7 +131,9 @@ export function route<P = unknown, Q = unknown, B = unknown>(app: FastifyInstanc
           ? `Registered servers only (${spec.authenticate ? 'credential in the body' : 'server credential as bearer token'}); requires the \`${spec.permission}\` permission.`
           : caller === 'agent'
             ? `Enrolled agents only (${spec.authenticate ? 'enrollment token in the body' : 'agent credential as bearer token'}).`
-            : `Requires the \`${spec.permission}\` permission.`,
+            : spec.authenticate
+              ? `No bearer token: the credentials are in the body; requires the \`${spec.permission}\` permission.`
+              : `Requires the \`${spec.permission}\` permission.`,
       tags: spec.tags ? [...spec.tags] : undefined,
       params,
       querystring,

@@ -173,6 +173,23 @@ describe('sign-in, sessions and passwords', () => {
     assert.ok(v.logLines.length > 0, 'the vault logged');
   });
 
+  it('the OpenAPI document has the new routes; sign-in says it takes no bearer token', async () => {
+    const doc = (await v.call('GET', '/api/docs')).json as { paths: Record<string, Record<string, { operationId: string; description: string }>> };
+    const ops = {
+      'post /api/v1/sessions': 'sessions.create',
+      'delete /api/v1/sessions/current': 'sessions.delete-current',
+      'put /api/v1/users/{id}/password': 'users.set-password',
+      'put /api/v1/me/password': 'me.set-password',
+      'get /api/v1/items/{id}/points': 'items.points',
+      'get /api/v1/items/{id}/rpo-history': 'items.rpo-history',
+    };
+    for (const [key, id] of Object.entries(ops)) {
+      const [method, path] = key.split(' ') as [string, string];
+      assert.equal(doc.paths[path]?.[method]?.operationId, id, key);
+    }
+    assert.match(doc.paths['/api/v1/sessions']?.post?.description ?? '', /No bearer token/);
+  });
+
   it('hashPassword and verifyPassword round-trip; a lower cost is recorded in the hash', async () => {
     const cheap = await hashPassword('a password of mine', { N: 1024, r: 8, p: 1 });
     assert.match(cheap, /^scrypt\$1024\$8\$1\$/);
