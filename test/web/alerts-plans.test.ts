@@ -4,8 +4,8 @@
  * through the repositories, filtered by severity; a plan created through the form (a
  * refusal of the vault shown as a sentence first), seen in the list and through the API,
  * its drill schedule set; its test failover run from the plan page, followed to its job,
- * whose manual action is acknowledged there; and a reader who sees no button to change
- * or run anything.
+ * whose manual action is acknowledged there, then cleaned up with notes; and a reader
+ * who sees no button to change or run anything.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -121,10 +121,20 @@ describe('portal: alerts and recovery plans', () => {
     assert.equal((await v.call('GET', `/api/v1/plans/${plan.id}/drill-settings`)).json.scheduleEveryHours, 24);
     await page.getByText('every 24 h').waitFor();
 
+    // Edit: the form comes back filled in; the change is saved with PATCH.
+    await page.getByRole('button', { name: 'Edit plan' }).click();
+    assert.equal(await page.getByLabel('Group 1 name').inputValue(), 'app');
+    await page.getByLabel('Description').fill('The web tier and its shop');
+    await page.getByRole('button', { name: 'Save plan' }).click();
+    await page.getByText('The web tier and its shop').waitFor();
+    const edited = (await v.call('GET', `/api/v1/plans/${plan.id}`)).json as unknown as RecoveryPlan;
+    assert.equal(edited.description, 'The web tier and its shop');
+    assert.deepEqual(edited.groups, plan.groups, 'the groups are kept');
+
     await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Recovery plans' }).click();
     const row = page.getByRole('table', { name: 'Recovery plans' }).getByRole('row').filter({ has: page.getByRole('link', { name: 'dr-web' }) });
     await row.waitFor();
-    assert.match(await row.innerText(), /dr-web\s+The web tier\s+west\s+1\s+1\s+never/);
+    assert.match(await row.innerText(), /dr-web\s+The web tier and its shop\s+west\s+1\s+1\s+never/);
     assert.deepEqual(
       problems.filter((p) => !/status of 400/.test(p)),
       [],
@@ -141,6 +151,7 @@ describe('portal: alerts and recovery plans', () => {
     const dialog = page.getByRole('dialog', { name: 'Test failover of dr-web' });
     assert.equal(await dialog.getByLabel('Recovery point').inputValue(), 'latest-processed');
     await dialog.getByRole('button', { name: 'Start test failover' }).click();
+    await page.getByRole('status').getByText('Test failover of the plan started').waitFor();
     const follow = page.getByRole('status').getByRole('link', { name: 'follow its job' });
     await follow.waitFor();
     const href = (await follow.getAttribute('href'))!;
@@ -169,6 +180,20 @@ describe('portal: alerts and recovery plans', () => {
     const row = page.getByRole('table', { name: 'Recovery plans' }).getByRole('row').filter({ has: page.getByRole('link', { name: 'dr-web' }) });
     await row.getByText('passed').waitFor();
     await saveScreenshot(page, 'plans');
+
+    // Its cleanup, with notes that reach the item's drill report.
+    await row.getByRole('link', { name: 'dr-web' }).click();
+    await page.getByRole('button', { name: 'Cleanup test failover' }).click();
+    const cleanup = page.getByRole('dialog', { name: 'Clean up the test failover of dr-web' });
+    await cleanup.getByLabel('Notes').fill('shop answered in 40 s');
+    await cleanup.getByRole('button', { name: 'Clean up' }).click();
+    const cleanupLink = page.getByRole('status').getByRole('link', { name: 'follow its job' });
+    await page.getByRole('status').getByText('Cleanup test failover of the plan started').waitFor();
+    const cleanupJob = await v.waitJob((await cleanupLink.getAttribute('href'))!.replace('#/jobs/', ''));
+    assert.equal(cleanupJob.state, 'succeeded');
+    const reports = (await v.call('GET', `/api/v1/items/${v.item.id}/drill-reports`)).json.items as { planId: string | null; notes: string | null }[];
+    assert.equal(reports[0]!.planId, plan.id);
+    assert.match(reports[0]!.notes ?? '', /shop answered in 40 s/);
     assert.deepEqual(problems, []);
     await page.context().close();
   });

@@ -2,7 +2,6 @@ import { useState, type FormEvent } from 'react';
 import { api } from '../api';
 import { ConfirmAction, ErrorMessage, Field, Loaded, PageHeader, formatTime, useResource } from '../components';
 import { useItemNames, type ItemNames } from '../item-names';
-import { jobKindWords } from '../job-words';
 import { useAllPages } from '../paged';
 import { PlanForm, type PlanBody } from '../plan-form';
 import { Link, navigate } from '../router';
@@ -12,6 +11,12 @@ import { LastDrill } from './plans';
 
 const REFRESH_MS = 5000;
 
+/** An operation of the plan just started, and its job (always a `recovery-plan` job). */
+interface Started {
+  readonly operation: string;
+  readonly job: Job;
+}
+
 /** One recovery plan: its groups in order, edit and delete (configure), its operations (operate) and its drill schedule. */
 export function PlanDetail({ id }: { id: string }) {
   const session = useSession();
@@ -20,7 +25,7 @@ export function PlanDetail({ id }: { id: string }) {
   const vaults = useAllPages<Vault>('/api/v1/vaults');
   const names = useItemNames(REFRESH_MS * 3);
   const [editing, setEditing] = useState(false);
-  const [started, setStarted] = useState<Job | null>(null);
+  const [started, setStarted] = useState<Started | null>(null);
   const save = async (body: PlanBody) => {
     await api.patch<RecoveryPlan>(path, body);
     setEditing(false);
@@ -73,7 +78,7 @@ export function PlanDetail({ id }: { id: string }) {
               {session.can('operate') ? <PlanOperations plan={p} onStarted={setStarted} /> : null}
               {started ? (
                 <div className="notice" role="status">
-                  {jobKindWords(started.kind)} of the plan started: <Link to={`/jobs/${started.id}`}>follow its job</Link>.
+                  {started.operation} of the plan started: <Link to={`/jobs/${started.job.id}`}>follow its job</Link>.
                 </div>
               ) : null}
               <h2>Groups</h2>
@@ -146,7 +151,7 @@ function PointSelect({ value, onChange }: { value: PointKind; onChange(kind: Poi
 }
 
 /** Test failover, its cleanup and failover of the whole plan: each one job, linked once started. */
-function PlanOperations({ plan, onStarted }: { plan: RecoveryPlan; onStarted(job: Job): void }) {
+function PlanOperations({ plan, onStarted }: { plan: RecoveryPlan; onStarted(started: Started): void }) {
   const [testPoint, setTestPoint] = useState<PointKind>('latest-processed');
   const [failoverPoint, setFailoverPoint] = useState<PointKind>('latest-processed');
   const [notes, setNotes] = useState('');
@@ -160,7 +165,7 @@ function PlanOperations({ plan, onStarted }: { plan: RecoveryPlan; onStarted(job
           label="Test failover"
           title={`Test failover of ${plan.name}`}
           confirmLabel="Start test failover"
-          onConfirm={async () => onStarted(await api.post<Job>(`${path}/test-failover`, { point: point(testPoint) }))}
+          onConfirm={async () => onStarted({ operation: 'Test failover', job: await api.post<Job>(`${path}/test-failover`, { point: point(testPoint) }) })}
         >
           <p>Every item of the plan boots in the isolated test network, group after group; production is not touched. Clean up when the drill is done.</p>
           <PointSelect value={testPoint} onChange={setTestPoint} />
@@ -169,7 +174,7 @@ function PlanOperations({ plan, onStarted }: { plan: RecoveryPlan; onStarted(job
           label="Cleanup test failover"
           title={`Clean up the test failover of ${plan.name}`}
           confirmLabel="Clean up"
-          onConfirm={async () => onStarted(await api.post<Job>(`${path}/test-failover/cleanup`, { notes: notes.trim() || null }))}
+          onConfirm={async () => onStarted({ operation: 'Cleanup test failover', job: await api.post<Job>(`${path}/test-failover/cleanup`, { notes: notes.trim() || null }) })}
         >
           <p>The test machines of the plan's items are shut down and deleted; their drill reports stay.</p>
           <Field label="Notes" hint="Optional: kept in each item's drill report.">
@@ -181,7 +186,7 @@ function PlanOperations({ plan, onStarted }: { plan: RecoveryPlan; onStarted(job
           title={`Fail over ${plan.name}`}
           confirmLabel="Fail over"
           danger
-          onConfirm={async () => onStarted(await api.post<Job>(`${path}/failover`, { point: point(failoverPoint), shutdownSource }))}
+          onConfirm={async () => onStarted({ operation: 'Failover', job: await api.post<Job>(`${path}/failover`, { point: point(failoverPoint), shutdownSource }) })}
         >
           <p>
             <strong>Production moves to the replicas</strong>, group after group. The sources are fenced; this cannot be cancelled half-way.
