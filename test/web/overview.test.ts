@@ -137,9 +137,9 @@ test('open alerts (newest first, link to all), recent jobs with their links, and
   assert.equal(await page.getByRole('link', { name: /^All alerts/ }).getAttribute('href'), '#/alerts');
 
   const jobs = page.getByRole('table', { name: 'Newest jobs' });
-  const jobLink = jobs.getByRole('link', { name: 'enable-protection' });
+  const jobLink = jobs.getByRole('link', { name: 'Enable protection' });
   assert.equal(await jobLink.getAttribute('href'), `#/jobs/${echoJobId}`);
-  assert.match(await jobs.getByRole('row', { name: /enable-protection/ }).innerText(), /echo[\s\S]*(queued|running|succeeded|failed)/);
+  assert.match(await jobs.getByRole('row', { name: /Enable protection/ }).innerText(), /echo[\s\S]*(queued|running|succeeded|failed)/);
   assert.equal(await jobs.getByRole('progressbar').count(), 1);
 
   const due = page.getByRole('list', { name: 'Items to test' });

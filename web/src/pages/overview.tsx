@@ -1,6 +1,7 @@
 import { useEffect, useState } from 'react';
 import { api } from '../api';
 import { Badge, ErrorMessage, Loaded, PageHeader, ProgressBar, formatAge, formatDuration, formatTime } from '../components';
+import { jobKindWords, jobPercent } from '../job-words';
 import { itemHealth, type Health, type HealthVerdict } from '../health';
 import { newestFirst, useAllPages } from '../paged';
 import { Link } from '../router';
@@ -38,14 +39,6 @@ function useDrillReports(itemIds: readonly string[], refreshMs: number): { repor
     };
   }, [key, refreshMs]);
   return { reports, error };
-}
-
-/** Overall progress of a job: steps done out of all, plus the running step's share. */
-function jobPercent(job: Job): number {
-  if (job.state === 'succeeded' || job.steps.length === 0) return job.state === 'succeeded' ? 100 : 0;
-  const done = job.steps.filter((s) => s.state === 'succeeded').length;
-  const running = job.steps.find((s) => s.state === 'running');
-  return ((done + (running ? running.progressPercent / 100 : 0)) / job.steps.length) * 100;
 }
 
 function HealthCards({ verdicts, initial }: { verdicts: readonly Health[]; initial: readonly ReplicatedItem[] }) {
@@ -274,14 +267,14 @@ export function Overview() {
                         return (
                           <tr key={j.id}>
                             <th scope="row">
-                              <Link to={`/jobs/${encodeURIComponent(j.id)}`}>{j.kind}</Link>
+                              <Link to={`/jobs/${encodeURIComponent(j.id)}`}>{jobKindWords(j.kind)}</Link>
                             </th>
                             <td>{item ? machineName(item) : '—'}</td>
                             <td>
                               <Badge value={j.state} />
                             </td>
                             <td>
-                              <ProgressBar percent={jobPercent(j)} label={`Progress of ${j.kind}`} />
+                              <ProgressBar percent={jobPercent(j)} label={`Progress of ${jobKindWords(j.kind)}`} />
                             </td>
                             <td>{formatAge(j.createdAt)}</td>
                           </tr>
