@@ -8,6 +8,7 @@ import { Link, navigate } from '../router';
 import { useSession } from '../session';
 import type { DrillSettings, Job, PointChoice, RecoveryPlan, Vault } from '../types';
 import { LastDrill } from './plans';
+import '../plans.css';
 
 const REFRESH_MS = 5000;
 
@@ -60,7 +61,7 @@ export function PlanDetail({ id }: { id: string }) {
             <PlanForm plan={p} vaults={vaults.data ?? []} names={names} submitLabel="Save plan" onSubmit={save} onCancel={() => setEditing(false)} />
           ) : (
             <>
-              <section className="panel" aria-label="Plan">
+              <section className="panel plan-panel" aria-label="Plan">
                 {p.description ? <p>{p.description}</p> : null}
                 <dl className="facts">
                   <dt>Vault</dt>
@@ -155,7 +156,7 @@ function PlanOperations({ plan, onStarted }: { plan: RecoveryPlan; onStarted(sta
   const [testPoint, setTestPoint] = useState<PointKind>('latest-processed');
   const [failoverPoint, setFailoverPoint] = useState<PointKind>('latest-processed');
   const [notes, setNotes] = useState('');
-  const [shutdownSource, setShutdownSource] = useState(true);
+  const [shutdownSource, setShutdownSource] = useState(false);
   const path = `/api/v1/plans/${encodeURIComponent(plan.id)}`;
   const point = (kind: PointKind): PointChoice => ({ kind });
   return (
@@ -224,7 +225,7 @@ function DrillSchedule({ planId }: { planId: string }) {
     }
   };
   return (
-    <section className="panel" aria-label="Drill schedule">
+    <section className="panel drill-schedule" aria-label="Drill schedule">
       <h2>Drill schedule</h2>
       <Loaded resource={settings}>
         {(s) => (
