@@ -6,7 +6,10 @@
 export type {
   Alert,
   AlertKind,
+  Agent,
   ChosenPoint,
+  ItemPoint,
+  ItemPoints,
   ConfigServer,
   DrillReport,
   DrillSettings,
@@ -23,6 +26,7 @@ export type {
   RecoveryPlan,
   RecoveryPlanGroup,
   RegistrationKey,
+  RpoHistory,
   ReplicatedItem,
   ReplicationPolicy,
   Role,
@@ -46,36 +50,6 @@ export interface Me {
 export interface Page<T> {
   readonly items: readonly T[];
   readonly nextCursor: string | null;
-}
-
-/** One recovery point of one of an item's disks (`GET /api/v1/items/:id/points`). */
-export interface ItemPoint {
-  readonly pointId: string;
-  readonly disk: string;
-  /** When the source disk was in this state (the cut's capture time). */
-  readonly capturedAt: string;
-  readonly consistency: 'crash' | 'app';
-  readonly sizeBytes: number;
-  readonly generation: number;
-}
-
-/**
- * `GET /api/v1/items/:id/points?limit=N`: the item's points, newest first (at most
- * `limit`, default 100, over all disks), and per disk the newest processed and the
- * newest app-consistent point (what test failover's "latest processed" and "latest
- * app-consistent" would use); empty when there is none.
- */
-export interface ItemPoints {
-  readonly items: readonly ItemPoint[];
-  readonly latestProcessed: readonly ItemPoint[];
-  readonly latestAppConsistent: readonly ItemPoint[];
-}
-
-/** `GET /api/v1/items/:id/rpo-history?hours=H` (1..168, default 24): samples oldest first. */
-export interface RpoHistory {
-  readonly itemId: string;
-  readonly thresholdSeconds: number;
-  readonly samples: readonly { readonly at: string; readonly rpoSeconds: number }[];
 }
 
 /** `POST /api/v1/sessions` `{name, password}` → 201: a session token valid 12 hours. */

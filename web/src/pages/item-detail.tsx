@@ -1,5 +1,5 @@
 import { Fragment, useState, type FormEvent } from 'react';
-import type { Agent } from '../../../src/core/model';
+import type { Agent } from '../types';
 import { api, ApiError, readableError } from '../api';
 import { Badge, ErrorMessage, type Resource, Field, formatAge, formatBytes, formatDuration, formatTime, Loaded, PageHeader, ProgressBar, useResource } from '../components';
 import { itemHealth } from '../health';
