@@ -139,16 +139,21 @@ describe('portal: jobs', () => {
     assert.equal(streams, 2, 'the dropped stream was opened again');
     assert.equal(await page.getByRole('alert').count(), 0, 'a dropped stream is not an error');
     await stepItem(page, 'Start the replica virtual machine').getByRole('img', { name: 'running' }).waitFor();
-    await page.getByRole('button', { name: 'Cancel job' }).click();
+    // By keyboard: the button opens the dialog, Enter confirms, Escape closes it.
+    await page.getByRole('button', { name: 'Cancel job' }).focus();
+    await page.keyboard.press('Enter');
     const dialog = page.getByRole('dialog', { name: 'Cancel this job' });
-    await dialog.getByRole('button', { name: 'Cancel job' }).click();
+    await dialog.waitFor();
+    await dialog.getByRole('button', { name: 'Cancel job' }).focus();
+    await page.keyboard.press('Enter');
     const alert = dialog.getByRole('alert');
     await alert.waitFor();
     const text = await alert.innerText();
     assert.match(text, /not possible in the current state/);
     assert.match(text, /never be left half-done/);
     assert.doesNotMatch(text, /[{}]/, 'no raw JSON');
-    await dialog.getByRole('button', { name: 'Cancel', exact: true }).click();
+    await page.keyboard.press('Escape');
+    await dialog.waitFor({ state: 'hidden' });
     assert.equal((await v.call('GET', `/api/v1/jobs/${failoverJob.id}`)).json.state, 'running', 'the refused cancel changed nothing');
 
     held.release();
