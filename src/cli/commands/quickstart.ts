@@ -1,14 +1,12 @@
 import type { Command } from 'commander';
-import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { writeFileAtomic } from '../../agent/state.js';
-import { isLifeboatError, LifeboatError } from '../../core/errors.js';
+import { LifeboatError } from '../../core/errors.js';
 import type { ReplicatedItem } from '../../core/model.js';
 import type { ApiClient } from '../api-client.js';
 import type { Env } from '../context.js';
 import { cleanupTestFailover, testFailover } from '../quickstart/drill.js';
-import { lockSite, PROTECTED_AT_FIRST_START, readSecret, readState, setAdminPassword, Site, sitePaths, type SiteState } from '../quickstart/site.js';
+import { lockSite, PROTECTED_AT_FIRST_START, readSecret, readState, Site, sitePaths, type SiteState } from '../quickstart/site.js';
 import { Supervisor } from '../quickstart/supervisor.js';
 import { until } from '../quickstart/wait.js';
 
@@ -39,16 +37,11 @@ function progressLine(out: Env['stderr']): { update(line: string): void; done():
   };
 }
 
-/** Capture time (ms) of the item's newest recovery point, or undefined when the vault's points route is missing (404). */
-async function newestPointMs(api: ApiClient, itemId: string): Promise<number | null | undefined> {
-  try {
-    const page = await api.get<{ items: { capturedAt: string }[] }>(`/api/v1/items/${itemId}/points`, { limit: 1 });
-    const newest = page.items[0];
-    return newest === undefined ? null : Date.parse(newest.capturedAt);
-  } catch (err) {
-    if (isLifeboatError(err, 'NOT_FOUND') && err.details.status === 404) return undefined;
-    throw err;
-  }
+/** Capture time (ms) of the item's newest recovery point, null when it has none. */
+async function newestPointMs(api: ApiClient, itemId: string): Promise<number | null> {
+  const page = await api.get<{ items: { capturedAt: string }[] }>(`/api/v1/items/${itemId}/points`, { limit: 1 });
+  const newest = page.items[0];
+  return newest === undefined ? null : Date.parse(newest.capturedAt);
 }
 
 export function register(program: Command, env: Env, signals: AbortSignal): void {
@@ -82,7 +75,7 @@ export function register(program: Command, env: Env, signals: AbortSignal): void
         try {
           const state = first ? await site.provision() : readState(dir);
           const api = site.ownerApi();
-          const password = await adminPassword(dir, api);
+          const password = readSecret(sitePaths(dir).adminPassword);
           supervisor = new Supervisor(site, state, api, site.logger);
           await supervisor.start();
           const ready = await untilReady({ site, state, api, supervisor, first, drill: opts.drill, say, env, signal: signals });
@@ -96,7 +89,7 @@ export function register(program: Command, env: Env, signals: AbortSignal): void
             say('');
             say(`Portal    ${url}`);
             say(`User      admin`);
-            say(password === null ? `Password  (this vault has no passwords yet: sign in with the token in ${paths.adminToken})` : `Password  ${password}   (kept in ${paths.adminPassword})`);
+            say(`Password  ${password}   (kept in ${paths.adminPassword}; a password changed in the portal replaces it)`);
             say(`Data      ${dir}: vault ${paths.vault}, store ${paths.store}, logs ${paths.log}`);
             if (existsSync(paths.storeRecoveryKey)) say(`Store     recovery key in ${paths.storeRecoveryKey}: keep a copy elsewhere, it opens the store without the vault`);
             say(`Compute   ${site.server.compute.name}`);
@@ -118,18 +111,6 @@ export function register(program: Command, env: Env, signals: AbortSignal): void
         release();
       }
     });
-}
-
-/**
- * The admin's password, generated at the first start and kept in DIR/admin-password
- * (0600); set at every start so a vault that gained passwords since takes it. Null
- * when the vault has no password route.
- */
-async function adminPassword(dir: string, api: ApiClient): Promise<string | null> {
-  const path = sitePaths(dir).adminPassword;
-  if (!existsSync(path)) writeFileAtomic(path, `${randomBytes(12).toString('base64url')}\n`, 0o600);
-  const password = readSecret(path);
-  return (await setAdminPassword(api, password)) ? password : null;
 }
 
 /**
@@ -180,10 +161,7 @@ async function untilReady(o: {
         NEXT_POINT_TIMEOUT_MS,
         async () => {
           const newest = await newestPointMs(o.api, item.id);
-          if (newest !== undefined) return newest !== null && newest >= startedMs ? true : undefined;
-          // A vault without the points route: a cut acknowledged after the restart stands for the point.
-          const events = o.supervisor.agents.get(PROTECTED_AT_FIRST_START)?.events ?? [];
-          return events.some((e) => e.event === 'cut-committed' && e.capturedAtMs >= startedMs) ? true : undefined;
+          return newest !== null && newest >= startedMs ? true : undefined;
         },
         { intervalMs: 500, signal: o.signal },
       );

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { writeFileAtomic } from '../../agent/state.js';
 import { createComputeDriver } from '../../compute/index.js';
-import { isLifeboatError, LifeboatError } from '../../core/errors.js';
+import { LifeboatError } from '../../core/errors.js';
 import type { ReplicatedItem } from '../../core/model.js';
 import { startProcessServer, type ProcessServer } from '../../process-server/server.js';
 import { createVaultLogger, type VaultLogger } from '../../vault/logging/logger.js';
@@ -186,7 +186,9 @@ export class Site {
    * First start: through the REST API as the new vault's owner, a vault `local` with a
    * local-folder store (passphrase generated), a policy `quickstart`, a configuration
    * server `this-host` registered with a registration key, the sample machines, and
-   * "Enable replication" (manual install) of `sample`. Writes quickstart.json last:
+   * "Enable replication" (manual install) of `sample`, and a generated password for
+   * `admin` (kept in DIR/admin-password, 0600, so a restart prints it again; set only
+   * here, so a password changed in the portal stays). Writes quickstart.json last:
    * a start that failed before it is not mistaken for a site.
    */
   async provision(): Promise<SiteState> {
@@ -198,6 +200,9 @@ export class Site {
     // more than DIR/admin-password already does, and both live in the same private directory.
     writeSecret(paths.adminToken, owner);
     const api = this.ownerApi();
+    const password = randomBytes(12).toString('base64url');
+    writeSecret(paths.adminPassword, password);
+    await setAdminPassword(api, password);
     const passphrase = randomBytes(24).toString('base64url');
     writeSecret(paths.storePassphrase, passphrase);
     const vault = await api.post<{ id: string; storeRecoveryKey?: string }>('/api/v1/vaults', {
@@ -278,20 +283,10 @@ function writeState(dir: string, state: SiteState): void {
   writeFileAtomic(sitePaths(dir).state, `${JSON.stringify(state, null, 2)}\n`, 0o600);
 }
 
-/**
- * Gives `admin` a password for the portal's sign-in (PUT /api/v1/users/:id/password,
- * `manage-users`). A vault without that route answers 404: the caller falls back to
- * the admin token. Any other refusal is an error.
- */
-export async function setAdminPassword(api: ApiClient, password: string): Promise<boolean> {
+/** Gives `admin` a password for the portal's sign-in (PUT /api/v1/users/:id/password, `manage-users`). */
+export async function setAdminPassword(api: ApiClient, password: string): Promise<void> {
   const users = await api.all<{ id: string; name: string }>('/api/v1/users');
   const admin = users.find((u) => u.name === 'admin');
   if (!admin) throw new LifeboatError('NOT_FOUND', 'the vault has no user admin');
-  try {
-    await api.request('PUT', `/api/v1/users/${admin.id}/password`, { password });
-    return true;
-  } catch (err) {
-    if (isLifeboatError(err, 'NOT_FOUND') && err.details.status === 404) return false;
-    throw err;
-  }
+  await api.request('PUT', `/api/v1/users/${admin.id}/password`, { password });
 }
