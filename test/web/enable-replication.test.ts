@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import { launchBrowser, openPortal } from '../helpers/browser.js';
+import { launchBrowser, openPortal, saveScreenshot } from '../helpers/browser.js';
 import { startLiveVault, type LiveVault } from '../vault/api/harness.js';
 
 let vault: LiveVault;
@@ -120,6 +120,7 @@ test('the guided flow with a manual install enables a machine and links its Enab
   const db2 = page.getByRole('checkbox', { name: 'Select db-2' });
   await db2.waitFor();
   assert.equal(await db2.isChecked(), true);
+  await saveScreenshot(page, 'enable-replication-machines');
   await next(page, 'Account');
   await page.getByRole('radio', { name: 'I install the agent myself (manual)' }).check();
   await next(page, 'Policy');
@@ -134,6 +135,7 @@ test('the guided flow with a manual install enables a machine and links its Enab
 
   await page.getByRole('button', { name: 'Enable replication' }).click();
   await page.getByRole('heading', { name: 'Replication enabled' }).waitFor();
+  await saveScreenshot(page, 'enable-replication-result');
   const after = await items();
   assert.equal(after.length, 2);
   for (const name of ['web-1', 'db-2']) {

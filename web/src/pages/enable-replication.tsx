@@ -1,12 +1,13 @@
 import { useState, type FormEvent, type ReactNode } from 'react';
 import { api } from '../api';
-import { ErrorMessage, Field, Loaded, PageHeader, formatBytes, formatDuration } from '../components';
+import { ErrorMessage, Field, Loaded, PageHeader, formatBytes } from '../components';
 import { invalidFields } from '../forms';
 import { useAllPages } from '../paged';
 import { Link } from '../router';
 import { useSession } from '../session';
 import type { ConfigServer, Job, Machine, ProcessServer, PushAccount, ReplicatedItem, ReplicationPolicy, Vault } from '../types';
-import { appFrequency } from './policies';
+import { appFrequency, shortDuration } from './policies';
+import '../enable-replication.css';
 
 /** Seed step 5, "Enable replication", one screen per choice the operator makes. */
 const STEPS = ['Source', 'Machine type', 'Process server', 'Target', 'Storage', 'Network', 'Machines', 'Account', 'Policy', 'Review'] as const;
@@ -139,10 +140,10 @@ function AddAccount({ configServerId, onAdded }: { configServerId: string; onAdd
       <TextField label="User name" value={values.username} onChange={(v) => setValues({ ...values, username: v })} invalid={bad.has('username')} />
       <fieldset>
         <legend>Credential</legend>
-        <label>
+        <label className="flow-choice">
           <input type="radio" name="account-kind" checked={kind === 'password'} onChange={() => setKind('password')} /> Password
         </label>{' '}
-        <label>
+        <label className="flow-choice">
           <input type="radio" name="account-kind" checked={kind === 'key'} onChange={() => setKind('key')} /> Private key
         </label>
       </fieldset>
@@ -174,13 +175,13 @@ function PolicyFacts({ policy }: { policy: ReplicationPolicy }) {
   return (
     <dl className="facts" aria-label={`Settings of ${policy.name}`}>
       <dt>RPO threshold</dt>
-      <dd>{formatDuration(policy.rpoThresholdSeconds)}</dd>
+      <dd>{shortDuration(policy.rpoThresholdSeconds)}</dd>
       <dt>Recovery point retention</dt>
       <dd>{policy.retentionHours} h</dd>
       <dt>App-consistent snapshot frequency</dt>
       <dd>{appFrequency(policy.appConsistentFrequencyMinutes)}</dd>
       <dt>Crash-consistent frequency</dt>
-      <dd>{formatDuration(policy.crashConsistentFrequencySeconds)}</dd>
+      <dd>{shortDuration(policy.crashConsistentFrequencySeconds)}</dd>
     </dl>
   );
 }
@@ -385,7 +386,7 @@ export function EnableReplication() {
     case 'Machine type':
       body = (
         <>
-          <label>
+          <label className="flow-choice">
             <input type="radio" name="machine-type" checked readOnly /> Physical or virtual machine with the Lifeboat agent
           </label>
           <p className="muted">This is the one kind of machine Lifeboat protects today: any Linux machine, physical or virtual, on which the agent tracks its disks' writes.</p>
@@ -397,7 +398,7 @@ export function EnableReplication() {
         <Loaded resource={processServers}>
           {(list) => (
             <>
-              <label>
+              <label className="flow-choice">
                 <input type="radio" name="process-server" checked={c.processServerId === BUILT_IN} onChange={() => update({ processServerId: BUILT_IN })} /> Built-in process server
                 of the vault
               </label>
@@ -405,7 +406,7 @@ export function EnableReplication() {
                 .filter((p) => p.configServerId === c.configServerId)
                 .map((p) => (
                   <div key={p.id}>
-                    <label>
+                    <label className="flow-choice">
                       <input type="radio" name="process-server" checked={c.processServerId === p.id} onChange={() => update({ processServerId: p.id })} /> {p.name} ({p.address},{' '}
                       {p.health}, spool {formatBytes(p.spoolUsedBytes)} of {formatBytes(p.spoolLimitBytes)})
                     </label>
@@ -449,10 +450,10 @@ export function EnableReplication() {
     case 'Network':
       body = (
         <>
-          <label>
+          <label className="flow-choice">
             <input type="radio" name="network-when" checked={!c.networkNow} onChange={() => update({ networkNow: false })} /> Configure later
           </label>{' '}
-          <label>
+          <label className="flow-choice">
             <input type="radio" name="network-when" checked={c.networkNow} onChange={() => update({ networkNow: true })} /> Configure now for the selected machines
           </label>
           {c.networkNow ? (
@@ -534,13 +535,13 @@ export function EnableReplication() {
             <>
               {list.map((a) => (
                 <div key={a.id}>
-                  <label>
+                  <label className="flow-choice">
                     <input type="radio" name="account" checked={c.account === a.id} onChange={() => update({ account: a.id })} /> {a.name} ({a.username}, {a.kind})
                   </label>
                 </div>
               ))}
               <div>
-                <label>
+                <label className="flow-choice">
                   <input type="radio" name="account" checked={c.account === MANUAL} onChange={() => update({ account: MANUAL })} /> I install the agent myself (manual)
                 </label>
               </div>
@@ -618,9 +619,9 @@ export function EnableReplication() {
   return (
     <>
       <PageHeader title="Enable replication" />
-      <ol className="steps" aria-label="Steps">
+      <ol className="flow-steps" aria-label="Steps">
         {STEPS.map((s, i) => (
-          <li key={s} aria-current={i === step ? 'step' : undefined}>
+          <li key={s} className={i < step ? 'done' : undefined} aria-current={i === step ? 'step' : undefined}>
             {i === step ? <strong>{`${i + 1} ${s}`}</strong> : `${i + 1} ${s}`}
           </li>
         ))}

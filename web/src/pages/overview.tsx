@@ -5,6 +5,7 @@ import { jobKindWords, jobPercent } from '../job-words';
 import { itemHealth, type Health, type HealthVerdict } from '../health';
 import { newestFirst, useAllPages } from '../paged';
 import { Link } from '../router';
+import { shortDuration } from './policies';
 import type { Alert, DrillReport, Job, Machine, ReplicatedItem, ReplicationPolicy } from '../types';
 
 const REFRESH_MS = 5000;
@@ -67,7 +68,7 @@ function RpoCell({ item, policy }: { item: ReplicatedItem; policy: ReplicationPo
   return (
     <>
       <span>
-        {formatDuration(item.rpoSeconds)} / {formatDuration(policy.rpoThresholdSeconds)}
+        {shortDuration(item.rpoSeconds)} / {shortDuration(policy.rpoThresholdSeconds)}
       </span>
       <ProgressBar percent={(100 * item.rpoSeconds) / policy.rpoThresholdSeconds} label={`RPO against its threshold`} />
     </>

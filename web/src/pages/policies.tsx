@@ -40,9 +40,14 @@ function bodyOf(v: PolicyValues): Record<string, unknown> {
   return body;
 }
 
-/** A policy's settings as words: "15 min", "off". */
+/** A duration without a trailing zero unit: "15 min", "1 h", "2 min 30 s". */
+export function shortDuration(seconds: number): string {
+  return formatDuration(seconds).replace(/ 0 (s|min|h)$/, '');
+}
+
+/** A policy's app-consistent frequency as words: "4 h", "off". */
 export function appFrequency(minutes: number): string {
-  return minutes === 0 ? 'off' : formatDuration(minutes * 60);
+  return minutes === 0 ? 'off' : shortDuration(minutes * 60);
 }
 
 /** The policy fields, shared by "Create policy" and "Edit"; inputs the API named are aria-invalid. */
@@ -184,10 +189,10 @@ export function Policies() {
                       <tr key={p.id}>
                         <th scope="row">{p.name}</th>
                         <td>{vaultName(p.vaultId)}</td>
-                        <td>{formatDuration(p.rpoThresholdSeconds)}</td>
+                        <td>{shortDuration(p.rpoThresholdSeconds)}</td>
                         <td>{p.retentionHours} h</td>
                         <td>{appFrequency(p.appConsistentFrequencyMinutes)}</td>
-                        <td>{formatDuration(p.crashConsistentFrequencySeconds)}</td>
+                        <td>{shortDuration(p.crashConsistentFrequencySeconds)}</td>
                         {configure ? (
                           <td>
                             {/* keyed by the settings, so the dialog opens with the policy as it is now */}
