@@ -1,10 +1,10 @@
 import { useState, type FormEvent } from 'react';
 import { api } from '../api';
-import { ConfirmAction, ErrorMessage, Field, Loaded, PageHeader, formatDuration, useResource } from '../components';
+import { ConfirmAction, ErrorMessage, Field, Loaded, PageHeader, formatDuration } from '../components';
 import { invalidFields, numberOrUndefined } from '../forms';
 import { useAllPages } from '../paged';
 import { useSession } from '../session';
-import type { Page, ReplicationPolicy, Vault } from '../types';
+import type { ReplicationPolicy, Vault } from '../types';
 
 /** The API's defaults (src/core/policy.ts POLICY_LIMITS), in the units the form shows. */
 const DEFAULTS = { rpoMinutes: '15', retentionHours: '24', appMinutes: '240', crashSeconds: '300' };
@@ -156,10 +156,10 @@ function EditPolicy({ policy, onSaved }: { policy: ReplicationPolicy; onSaved():
 export function Policies() {
   const session = useSession();
   const policies = useAllPages<ReplicationPolicy>('/api/v1/policies', 5000);
-  const vaults = useResource<Page<Vault>>('/api/v1/vaults?limit=500');
+  const vaults = useAllPages<Vault>('/api/v1/vaults', 5000);
   const [created, setCreated] = useState<ReplicationPolicy | null>(null);
   const configure = session.can('configure');
-  const vaultName = (id: string) => vaults.data?.items.find((v) => v.id === id)?.name ?? id;
+  const vaultName = (id: string) => vaults.data?.find((v) => v.id === id)?.name ?? id;
   return (
     <>
       <PageHeader title="Replication policies" />
@@ -218,7 +218,7 @@ export function Policies() {
           <Loaded resource={vaults}>
             {(v) => (
               <CreatePolicy
-                vaults={v.items}
+                vaults={v}
                 onCreated={(p) => {
                   setCreated(p);
                   policies.reload();
