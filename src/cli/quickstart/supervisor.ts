@@ -1,7 +1,7 @@
 import { rmSync } from 'node:fs';
 import { StateDir } from '../../agent/state.js';
 import { isLifeboatError } from '../../core/errors.js';
-import type { ApiClient } from '../api-client.js';
+import { ApiClient } from '../api-client.js';
 import type { VaultLogger } from '../../vault/logging/logger.js';
 import { enrollImage, imageConfig, startAgent, type InProcessAgent } from './agents.js';
 import { samplePaths, SampleWriter } from './sample-machine.js';
@@ -58,12 +58,10 @@ export class Supervisor {
 
   /** One round: heartbeat as this host, restart a failed agent, install the agent of an item waiting for one. */
   private async tick(): Promise<void> {
-    const credential = readSecret(sitePaths(this.site.dir).configServerCredential);
-    await fetch(`${this.site.server.url}/api/v1/config-servers/${this.state.configServerId}/heartbeat`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${credential}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ version: '0.1.0', clock: new Date().toISOString() }),
-    }).catch((err: unknown) => this.logger.warn({ err }, 'configuration server heartbeat failed'));
+    const host = new ApiClient({ server: this.site.server.url, token: readSecret(sitePaths(this.site.dir).configServerCredential) });
+    await host
+      .post(`/api/v1/config-servers/${this.state.configServerId}/heartbeat`, { version: '0.1.0', clock: new Date().toISOString() })
+      .catch((err: unknown) => this.logger.warn({ err }, 'configuration server heartbeat failed'));
     const items = await this.site.sampleItems(this.api, this.state);
     for (const [name, item] of items) {
       const running = this.agents.get(name);
