@@ -241,7 +241,7 @@ describe('portal: replicated items', () => {
       [p1[0]!.pointId, p1[1]!.pointId],
       'the point chosen in the dialog',
     );
-    await page.getByRole('region', { name: 'Recent jobs' }).getByRole('link', { name: 'test-failover' }).first().waitFor();
+    await page.getByRole('region', { name: 'Recent jobs' }).getByRole('link', { name: 'Test failover', exact: true }).first().waitFor();
     await page.getByRole('region', { name: 'Status' }).getByText('test-failover', { exact: true }).waitFor();
     assert.equal(await page.getByRole('button', { name: 'Test failover', exact: true }).count(), 0, 'no second drill is offered');
 

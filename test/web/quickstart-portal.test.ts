@@ -7,14 +7,17 @@
  * reads the job's steps. The screenshots the README shows are taken here.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
 import type { DrillReport, Job, ReplicatedItem } from '../../src/core/model.js';
 import { launchBrowser, openPortal, saveScreenshot } from '../helpers/browser.js';
-import { makeTempDir } from '../helpers/env.js';
 import { QuickstartRun, waitFor, type QuickstartReady } from '../helpers/quickstart.js';
 
-let tmp: ReturnType<typeof makeTempDir>;
+/** Outside the checkout: the store's path is on the screenshots. */
+let dir = '';
 let run: QuickstartRun;
 let ready: QuickstartReady;
 let browser: Browser;
@@ -38,8 +41,8 @@ async function nav(label: string): Promise<void> {
 }
 
 before(async () => {
-  tmp = makeTempDir('quickstart-portal');
-  run = new QuickstartRun(['--dir', tmp.path, '--listen', '127.0.0.1:0', '--no-drill', '--json']);
+  dir = mkdtempSync(join(tmpdir(), 'lifeboat-'));
+  run = new QuickstartRun(['--dir', join(dir, 'quickstart'), '--listen', '127.0.0.1:0', '--no-drill', '--json']);
   ready = await run.ready();
   assert.ok(ready.password, 'the first start prints the admin password');
   const session = await fetch(`${ready.url.replace(/\/$/, '')}/api/v1/sessions`, {
@@ -55,7 +58,7 @@ after(async () => {
   await page?.context().close();
   await browser?.close();
   await run?.stop();
-  tmp?.cleanup();
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 test('sign in with the login the quickstart printed; a wrong password is a readable message', async () => {
@@ -190,6 +193,11 @@ test('infrastructure and jobs pages; the page raised no script error', async () 
   await nav('Infrastructure');
   await page.getByRole('heading', { name: 'Infrastructure', level: 1 }).waitFor();
   await page.getByText('this-host').first().waitFor();
+  // Refresh: the configuration server is asked to run discovery, and its next heartbeat answers.
+  await page.getByRole('button', { name: 'Refresh this-host' }).click();
+  await page.getByText('Refresh requested').first().waitFor();
+  const servers = await api<{ items: { name: string; lastRefreshAt: string | null }[] }>('/api/v1/config-servers');
+  assert.ok(servers.items.find((s) => s.name === 'this-host')?.lastRefreshAt, 'the refresh was recorded');
   await saveScreenshot(page, 'portal-infrastructure');
   await nav('Jobs');
   await page.getByRole('table').getByRole('link', { name: 'Cleanup test failover' }).first().waitFor();

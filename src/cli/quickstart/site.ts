@@ -15,6 +15,9 @@ import { ApiClient } from '../api-client.js';
 /** The sample machines: `sample` is protected by the first start, `sample-2` is left for "Enable replication" in the portal. */
 export const SAMPLE_MACHINES = ['sample', 'sample-2'] as const;
 export const PROTECTED_AT_FIRST_START = 'sample';
+export const SAMPLE_OS = 'debian-12';
+/** The address the vault records for the i-th sample machine (they all run on this host). */
+export const sampleIp = (i: number): string => `127.0.0.${i + 2}`;
 
 /** What the first start made, in DIR/quickstart.json (ids only; secrets are files of their own, 0600). */
 export interface SiteState {
@@ -132,7 +135,8 @@ export class Site {
     const compute = await createComputeDriver(options.compute, { stateDir: paths.compute });
     let server: VaultServer;
     try {
-      server = await startVaultServer({ dataDir: paths.vault, host: options.host, port: options.port, logger, compute });
+      // RPO sampled every 10 s (a vault's default is a minute): the portal's chart has a shape within minutes.
+      server = await startVaultServer({ dataDir: paths.vault, host: options.host, port: options.port, logger, compute, rpoSampleIntervalMs: 10_000 });
     } catch (err) {
       logStream.end();
       if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
@@ -231,7 +235,7 @@ export class Site {
     writeSecret(paths.configServerCredential, registered.credential);
     const machines: Record<string, string> = {};
     for (const [i, name] of SAMPLE_MACHINES.entries()) {
-      const m = await api.post<{ id: string }>('/api/v1/machines', { configServerId: registered.server.id, name, privateIp: `127.0.0.${i + 2}`, os: 'debian-12' });
+      const m = await api.post<{ id: string }>('/api/v1/machines', { configServerId: registered.server.id, name, privateIp: sampleIp(i), os: SAMPLE_OS });
       machines[name] = m.id;
     }
     const state: SiteState = { version: 1, vaultId: vault.id, policyId: policy.id, configServerId: registered.server.id, machines, processServerPort: this.processServer.port };

@@ -5,7 +5,7 @@ import { ApiClient } from '../api-client.js';
 import type { VaultLogger } from '../../vault/logging/logger.js';
 import { enrollImage, imageConfig, startAgent, type InProcessAgent } from './agents.js';
 import { samplePaths, SampleWriter } from './sample-machine.js';
-import { readSecret, sitePaths, type Site, type SiteState } from './site.js';
+import { readSecret, SAMPLE_MACHINES, SAMPLE_OS, sampleIp, sitePaths, type Site, type SiteState } from './site.js';
 import { sleep } from './wait.js';
 
 /** How often the supervisor looks at the vault. */
@@ -24,6 +24,8 @@ export class Supervisor {
   readonly agents = new Map<string, InProcessAgent>();
   private readonly stopping = new AbortController();
   private loop: Promise<void> | undefined;
+  /** The process server's bytes received at the previous heartbeat, for its throughput. */
+  private lastBytesIn: { bytes: number; atMs: number } | undefined;
 
   constructor(
     private readonly site: Site,
@@ -58,10 +60,7 @@ export class Supervisor {
 
   /** One round: heartbeat as this host, restart a failed agent, install the agent of an item waiting for one. */
   private async tick(): Promise<void> {
-    const host = new ApiClient({ server: this.site.server.url, token: readSecret(sitePaths(this.site.dir).configServerCredential) });
-    await host
-      .post(`/api/v1/config-servers/${this.state.configServerId}/heartbeat`, { version: '0.1.0', clock: new Date().toISOString() })
-      .catch((err: unknown) => this.logger.warn({ err }, 'configuration server heartbeat failed'));
+    await this.heartbeat().catch((err: unknown) => this.logger.warn({ err }, 'configuration server heartbeat failed'));
     const items = await this.site.sampleItems(this.api, this.state);
     for (const [name, item] of items) {
       const running = this.agents.get(name);
@@ -84,6 +83,33 @@ export class Supervisor {
       this.logger.info({ machine: name, itemId: item.id }, 'sample agent installed');
       this.runAgent(name);
     }
+  }
+
+  /**
+   * The heartbeat of `this-host`: its built-in process server's spool and throughput
+   * (the process server running in this process), and, when an operator asked for a
+   * refresh, the discovery report: the sample machines as this host runs them.
+   */
+  private async heartbeat(): Promise<void> {
+    const host = new ApiClient({ server: this.site.server.url, token: readSecret(sitePaths(this.site.dir).configServerCredential) });
+    const stats = this.site.processServer.stats();
+    const now = Date.now();
+    const last = this.lastBytesIn;
+    const seconds = last ? (now - last.atMs) / 1000 : 0;
+    this.lastBytesIn = { bytes: stats.bytesIn, atMs: now };
+    const processServers = [
+      {
+        name: 'built-in',
+        spoolUsedBytes: stats.spoolUsedBytes,
+        spoolLimitBytes: stats.spoolLimitBytes,
+        throughputBytesPerSec: last && seconds > 0 ? Math.max(0, Math.round((stats.bytesIn - last.bytes) / seconds)) : 0,
+      },
+    ];
+    const url = `/api/v1/config-servers/${this.state.configServerId}/heartbeat`;
+    const answer = await host.post<{ refreshRequested: boolean }>(url, { version: '0.1.0', clock: new Date(now).toISOString(), processServers });
+    if (!answer.refreshRequested) return;
+    const discovered = SAMPLE_MACHINES.map((name, i) => ({ name, privateIp: sampleIp(i), os: SAMPLE_OS }));
+    await host.post(url, { version: '0.1.0', clock: new Date().toISOString(), processServers, discovered });
   }
 
   /** Whether the vault knows an agent of the item (one enrolled by hand elsewhere is left alone). */

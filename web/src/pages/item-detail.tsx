@@ -1,15 +1,15 @@
 import { Fragment, useState, type FormEvent } from 'react';
-import type { Agent } from '../types';
 import { api, ApiError, readableError } from '../api';
 import { Badge, ErrorMessage, type Resource, Field, formatAge, formatBytes, formatDuration, formatTime, Loaded, PageHeader, ProgressBar, useResource } from '../components';
 import { itemHealth } from '../health';
+import { jobKindWords } from '../job-words';
 import { ItemActions } from '../item-actions';
 import { newestFirst, useAllPages } from '../paged';
 import { diskName, shortId } from '../point-picker';
 import { Link } from '../router';
 import { RpoChart } from '../rpo-chart';
 import { useSession } from '../session';
-import type { Alert, ConfigServer, DrillReport, ItemPoint, ItemPoints, Job, Machine, ProcessServer, ReplicatedItem, ReplicationPolicy, RpoHistory } from '../types';
+import type { Agent, Alert, ConfigServer, DrillReport, ItemPoint, ItemPoints, Job, Machine, ProcessServer, ReplicatedItem, ReplicationPolicy, RpoHistory } from '../types';
 import '../items.css';
 
 /**
@@ -474,7 +474,7 @@ function JobsSection({ jobs }: { jobs: Resource<readonly Job[]> }) {
                   .map((j) => (
                     <tr key={j.id}>
                       <td>
-                        <Link to={`/jobs/${j.id}`}>{j.kind}</Link>
+                        <Link to={`/jobs/${j.id}`}>{jobKindWords(j.kind)}</Link>
                       </td>
                       <td>
                         <Badge value={j.state} />
