@@ -12,6 +12,8 @@ export interface PageRequest {
   readonly limit: number;
   /** The last id of the previous page; items sort by id (time ids sort by creation). */
   readonly after?: string;
+  /** `oldest` (default): ascending ids, `after` = the next newer; `newest`: descending, `after` = the next older. */
+  readonly order?: 'oldest' | 'newest';
 }
 
 export interface Page<T> {

@@ -4,7 +4,7 @@ import { REQUEST_ID_HEADER } from '../request-id.js';
 import type { RouteModule } from '../types.js';
 import type { DbJobs } from '../../services/replication-services.js';
 import { ENDED_JOB_STATES } from '../../jobs/job-store.js';
-import { idString, object, pageOf, pageQuery, timestamp } from './schemas.js';
+import { idString, object, pageOf, pageOrder, pageQuery, timestamp } from './schemas.js';
 
 const JOB_STATES: readonly JobState[] = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
 const state = { type: 'string', enum: [...JOB_STATES] };
@@ -44,7 +44,7 @@ export function jobsRoutes(jobs: DbJobs, options: { eventsPollMs?: number } = {}
       app.addHook('preClose', async () => {
         for (const end of streams) end();
       });
-      route<unknown, { limit: number; after?: string; state?: JobState; itemId?: string }>(app, {
+      route<unknown, { limit: number; after?: string; order?: 'oldest' | 'newest'; state?: JobState; itemId?: string }>(app, {
         id: 'jobs.list',
         method: 'GET',
         url: '/api/v1/jobs',
@@ -52,12 +52,12 @@ export function jobsRoutes(jobs: DbJobs, options: { eventsPollMs?: number } = {}
         summary: 'List jobs (optionally by state or replicated item)',
         tags: ['jobs'],
         schema: {
-          querystring: { ...pageQuery, properties: { ...(pageQuery.properties as object), state, itemId: idString } },
+          querystring: { ...pageQuery, properties: { ...(pageQuery.properties as object), order: pageOrder, state, itemId: idString } },
           response: { 200: pageOf(jobSchema) },
         },
         handler: async (req) =>
           jobs.list(
-            { limit: req.query.limit, ...(req.query.after ? { after: req.query.after } : {}) },
+            { limit: req.query.limit, ...(req.query.after ? { after: req.query.after } : {}), ...(req.query.order ? { order: req.query.order } : {}) },
             { ...(req.query.state ? { state: req.query.state } : {}), ...(req.query.itemId ? { itemId: req.query.itemId } : {}) },
           ),
       });

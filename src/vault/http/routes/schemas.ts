@@ -16,6 +16,9 @@ export const pageQuery: JsonSchema = {
   properties: { limit: { type: 'integer', minimum: 1, maximum: 500, default: 100 }, after: idString },
 };
 
+/** `?order=newest` on the lists that grow without end (jobs, alerts): newest first, `after` pages towards older. */
+export const pageOrder: JsonSchema = { type: 'string', enum: ['oldest', 'newest'] };
+
 export function pageOf(item: JsonSchema): JsonSchema {
   return {
     type: 'object',
