@@ -12,25 +12,35 @@ export interface Resource<T> {
   readonly data: T | undefined;
   readonly error: unknown;
   readonly loading: boolean;
+  /** When the last load ended (null: not yet). */
+  readonly updatedAt: Date | null;
   reload(): void;
 }
 
-/** GETs `path` (null: nothing yet) and again every `refreshMs` when given; keeps the last data while reloading. */
-export function useResource<T>(path: string | null, refreshMs?: number): Resource<T> {
+/**
+ * Loads with `load` whenever `key` changes (null: nothing yet) and again every
+ * `refreshMs` when given; keeps the last data while reloading, and the last error until
+ * a load succeeds. The one loading hook the pages' hooks are built on.
+ */
+export function useLoaded<T>(key: string | null, load: (signal: AbortSignal) => Promise<T>, refreshMs?: number): Resource<T> {
   const [data, setData] = useState<T | undefined>(undefined);
   const [error, setError] = useState<unknown>(null);
-  const [loading, setLoading] = useState(path !== null);
+  const [loading, setLoading] = useState(key !== null);
+  const [updatedAt, setUpdatedAt] = useState<Date | null>(null);
   const [tick, setTick] = useState(0);
   const reload = useCallback(() => setTick((t) => t + 1), []);
+  const loader = useRef(load);
+  loader.current = load;
   useEffect(() => {
-    if (path === null) return;
+    if (key === null) return;
     const abort = new AbortController();
     setLoading(true);
-    api
-      .get<T>(path, abort.signal)
+    loader
+      .current(abort.signal)
       .then((d) => {
         setData(d);
         setError(null);
+        setUpdatedAt(new Date());
       })
       .catch((err: unknown) => {
         if (!abort.signal.aborted) setError(err);
@@ -39,13 +49,18 @@ export function useResource<T>(path: string | null, refreshMs?: number): Resourc
         if (!abort.signal.aborted) setLoading(false);
       });
     return () => abort.abort();
-  }, [path, tick]);
+  }, [key, tick]);
   useEffect(() => {
-    if (!refreshMs || path === null) return;
+    if (!refreshMs || key === null) return;
     const t = setInterval(reload, refreshMs);
     return () => clearInterval(t);
-  }, [refreshMs, path, reload]);
-  return { data, error, loading, reload };
+  }, [refreshMs, key, reload]);
+  return { data, error, loading, updatedAt, reload };
+}
+
+/** GETs `path` (null: nothing yet), again every `refreshMs` when given. */
+export function useResource<T>(path: string | null, refreshMs?: number): Resource<T> {
+  return useLoaded(path, (signal) => api.get<T>(path as string, signal), refreshMs);
 }
 
 export function PageHeader({ title, children }: { title: string; children?: ReactNode }) {

@@ -4,7 +4,7 @@ import { Badge, ErrorMessage, type Resource, Field, formatAge, formatBytes, form
 import { itemHealth } from '../health';
 import { jobKindWords } from '../job-words';
 import { ItemActions } from '../item-actions';
-import { newestFirst, useAllPages } from '../paged';
+import { newestFirst, useAllPages, useNewest } from '../paged';
 import { diskName, shortId } from '../point-picker';
 import { Link } from '../router';
 import { RpoChart } from '../rpo-chart';
@@ -26,7 +26,7 @@ export function ItemDetail({ id }: { id: string }) {
   const alerts = useAllPages<Alert>('/api/v1/alerts', 5000);
   const points = useResource<ItemPoints>(`${base}/points?limit=100`, 10_000);
   const reports = useResource<{ items: readonly DrillReport[] }>(`${base}/drill-reports`, 5000);
-  const jobs = useAllPages<Job>(`/api/v1/jobs?itemId=${encodeURIComponent(id)}`, 5000);
+  const jobs = useNewest<Job>(`/api/v1/jobs?itemId=${encodeURIComponent(id)}`, 10, 5000);
   const refresh = () => {
     item.reload();
     jobs.reload();

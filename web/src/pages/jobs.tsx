@@ -1,19 +1,20 @@
 import { useState } from 'react';
-import { Badge, ErrorMessage, Field, Loaded, PageHeader, ProgressBar, formatDuration, formatTime } from '../components';
+import { Badge, ErrorMessage, Field, Loaded, PageHeader, ProgressBar, formatDuration, formatTime, useResource } from '../components';
 import { useItemNames, type ItemNames } from '../item-names';
 import { JOB_STATES, currentStep, jobKindWords, jobPercent, jobSeconds } from '../job-words';
-import { useAllPages } from '../paged';
 import { Link } from '../router';
-import type { Job, JobState } from '../types';
+import type { Job, JobState, Page } from '../types';
 import { useUserNames } from '../user-names';
 import '../filters.css';
 
 const REFRESH_MS = 3000;
+/** The list shows this many of the newest jobs (one request, however long the history). */
+const SHOWN = 200;
 
-/** Every job, newest first, refreshed every 3 s; filter by state. */
+/** The newest jobs first, refreshed every 3 s; filter by state. */
 export function Jobs() {
   const [state, setState] = useState<JobState | ''>('');
-  const jobs = useAllPages<Job>(`/api/v1/jobs${state ? `?state=${state}` : ''}`, REFRESH_MS);
+  const jobs = useResource<Page<Job>>(`/api/v1/jobs?order=newest&limit=${SHOWN}${state ? `&state=${state}` : ''}`, REFRESH_MS);
   const names = useItemNames(REFRESH_MS * 5);
   return (
     <>
@@ -34,12 +35,14 @@ export function Jobs() {
       </div>
       <ErrorMessage error={names.error} />
       <Loaded resource={jobs}>
-        {(list) =>
-          list.length === 0 ? (
+        {(page) =>
+          page.items.length === 0 ? (
             <p>{state ? `No ${state} jobs.` : 'No jobs yet.'}</p>
           ) : (
-            // Pages come in id order, which is creation order (ids are time ids): newest first is that order reversed.
-            <JobTable jobs={[...list].reverse()} names={names} />
+            <>
+              <JobTable jobs={page.items} names={names} />
+              {page.nextCursor ? <p className="muted">The newest {SHOWN} jobs are shown.</p> : null}
+            </>
           )
         }
       </Loaded>

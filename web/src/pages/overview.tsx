@@ -3,7 +3,7 @@ import { api } from '../api';
 import { Badge, ErrorMessage, Loaded, PageHeader, ProgressBar, formatAge, formatDuration, formatTime } from '../components';
 import { jobKindWords, jobPercent } from '../job-words';
 import { itemHealth, type Health, type HealthVerdict } from '../health';
-import { newestFirst, useAllPages } from '../paged';
+import { newestFirst, useAllPages, useNewest } from '../paged';
 import { Link } from '../router';
 import { shortDuration } from './policies';
 import type { Alert, DrillReport, Job, Machine, ReplicatedItem, ReplicationPolicy } from '../types';
@@ -107,7 +107,7 @@ export function Overview() {
   const policies = useAllPages<ReplicationPolicy>('/api/v1/policies', REFRESH_MS);
   const machines = useAllPages<Machine>('/api/v1/machines', REFRESH_MS);
   const alerts = useAllPages<Alert>('/api/v1/alerts?status=open', REFRESH_MS);
-  const jobs = useAllPages<Job>('/api/v1/jobs', REFRESH_MS);
+  const jobs = useNewest<Job>('/api/v1/jobs', TOP, REFRESH_MS);
   const drills = useDrillReports(
     (items.data ?? []).map((i) => i.id),
     REFRESH_MS,
