@@ -8,6 +8,7 @@ import { pointCapturedAt, type PointManifest } from '../../format/manifest.js';
 import type { LockRecord } from '../../store/disk-lock.js';
 import { processJournal } from '../../store/journal.js';
 import type { Repository } from '../../store/repository.js';
+import { Periodic } from '../services/periodic.js';
 import type { Repositories } from '../db/repositories/index.js';
 import type { StepHandler } from '../jobs/runner.js';
 import { redact } from '../secrets/redact.js';
@@ -86,28 +87,20 @@ export class ReplicaProcessor {
   private readonly lastRetainMs = new Map<string, number>();
   /** Item id → the oldest of its disks' newest capture times (ms), as the last run found it. */
   private readonly oldestNewestCapture = new Map<string, number>();
-  private timer: NodeJS.Timeout | undefined;
-  private current: Promise<void> = Promise.resolve();
+  private readonly loop: Periodic;
   private stopped = false;
 
-  constructor(private readonly options: ReplicaProcessorOptions) {}
+  constructor(private readonly options: ReplicaProcessorOptions) {
+    this.loop = new Periodic(() => this.tick(), options.tickMs ?? 1000);
+  }
 
   start(): void {
-    const tick = (): void => {
-      if (this.stopped) return;
-      this.current = this.tick().finally(() => {
-        if (this.stopped) return;
-        this.timer = setTimeout(tick, this.options.tickMs ?? 1000);
-        this.timer.unref();
-      });
-    };
-    tick();
+    this.loop.start();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    await this.current.catch(() => undefined);
+    await this.loop.stop();
     await Promise.all([...this.running.values()].map((p) => p.catch(() => undefined)));
   }
 

@@ -1,6 +1,7 @@
 import { DEFAULT_ALERT_RULES, evaluateAlerts, type AlertDecision, type AlertRules } from '../../core/alerts.js';
 import type { ItemState } from '../../core/model.js';
 import type { Repositories } from '../db/repositories/index.js';
+import { Periodic } from './periodic.js';
 
 /** Items whose agent must be heartbeating. */
 const AGENT_HEARTBEAT_STATES: readonly ItemState[] = ['initial-replication', 'protected', 'test-failover', 'test-failover-cleanup'];
@@ -14,9 +15,7 @@ const AGENT_HEARTBEAT_STATES: readonly ItemState[] = ['initial-replication', 'pr
  * nothing. The clock is injected; the loop runs every `intervalMs`.
  */
 export class AlertEvaluator {
-  private timer: NodeJS.Timeout | undefined;
-  private current: Promise<unknown> = Promise.resolve();
-  private stopped = false;
+  private readonly loop: Periodic;
 
   constructor(
     private readonly options: {
@@ -29,7 +28,9 @@ export class AlertEvaluator {
       readonly journalGaps?: () => readonly { subjectId: string; message: string }[];
       readonly onError?: (err: unknown) => void;
     },
-  ) {}
+  ) {
+    this.loop = new Periodic(() => this.evaluateOnce(), options.intervalMs ?? 30_000, options.onError);
+  }
 
   async evaluateOnce(): Promise<AlertDecision> {
     const { repos, now } = this.options;
@@ -68,25 +69,10 @@ export class AlertEvaluator {
   }
 
   start(): void {
-    const tick = () => {
-      if (this.stopped) return;
-      this.current = this.evaluateOnce()
-        .catch((err: unknown) => {
-          if (!this.stopped) this.options.onError?.(err);
-        })
-        .finally(() => {
-          if (!this.stopped) {
-            this.timer = setTimeout(tick, this.options.intervalMs ?? 30_000);
-            this.timer.unref();
-          }
-        });
-    };
-    tick();
+    this.loop.start();
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    await this.current.catch(() => undefined);
+  stop(): Promise<void> {
+    return this.loop.stop();
   }
 }

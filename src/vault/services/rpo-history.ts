@@ -1,5 +1,6 @@
 import type { RpoHistory } from '../../core/model.js';
 import type { Repositories } from '../db/repositories/index.js';
+import { Periodic } from './periodic.js';
 
 /** Samples are kept this long. */
 export const RPO_SAMPLE_RETENTION_MS = 7 * 24 * 3_600_000;
@@ -13,9 +14,7 @@ export const MAX_RPO_SAMPLES = 2000;
  * `sampleOnce` is what each tick runs.
  */
 export class RpoSampler {
-  private timer: NodeJS.Timeout | undefined;
-  private current: Promise<unknown> = Promise.resolve();
-  private stopped = false;
+  private readonly loop: Periodic;
 
   constructor(
     private readonly options: {
@@ -25,7 +24,9 @@ export class RpoSampler {
       readonly intervalMs?: number;
       readonly onError?: (err: unknown) => void;
     },
-  ) {}
+  ) {
+    this.loop = new Periodic(() => this.sampleOnce(), options.intervalMs ?? 60_000, options.onError);
+  }
 
   /** Writes one sample per item with a known RPO, prunes old ones; returns how many were written. */
   async sampleOnce(): Promise<number> {
@@ -50,26 +51,11 @@ export class RpoSampler {
   }
 
   start(): void {
-    const tick = () => {
-      if (this.stopped) return;
-      this.current = this.sampleOnce()
-        .catch((err: unknown) => {
-          if (!this.stopped) this.options.onError?.(err);
-        })
-        .finally(() => {
-          if (!this.stopped) {
-            this.timer = setTimeout(tick, this.options.intervalMs ?? 60_000);
-            this.timer.unref();
-          }
-        });
-    };
-    tick();
+    this.loop.start();
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    await this.current.catch(() => undefined);
+  stop(): Promise<void> {
+    return this.loop.stop();
   }
 }
 
