@@ -2,10 +2,10 @@ import { useCallback, useEffect, useId, useRef, useState, type FormEvent, type R
 import { api, readableError } from './api';
 
 /**
- * What every page shares: loading a resource (and polling it), headings, error
- * messages, badges, progress bars, confirmation dialogs and form fields. Every
- * control carries a label; dialogs are native <dialog> elements (focus is trapped
- * and Escape closes them).
+ * What every page shares: loading a resource (and polling it), running an action
+ * (busy while it runs, its error kept), headings, error messages, badges, progress
+ * bars, confirmation dialogs and form fields. Every control carries a label; dialogs
+ * are native <dialog> elements (focus is trapped and Escape closes them).
  */
 
 export interface Resource<T> {
@@ -128,6 +128,40 @@ export function ProgressBar({ percent, label }: { percent: number; label: string
   );
 }
 
+export interface Action {
+  /** True while `run` is under way (a submit button shows it and is disabled). */
+  readonly busy: boolean;
+  /** What the last run threw (null: nothing); shown with <ErrorMessage>. */
+  readonly error: unknown;
+  setError(error: unknown): void;
+  /**
+   * Runs `work`: clears the error, is busy until it ends, and keeps what it threw in
+   * `error`. Never rejects; resolves to whether `work` succeeded, so a caller can close
+   * its dialog or reset its form on success.
+   */
+  run(work: () => Promise<void>): Promise<boolean>;
+}
+
+/** The one way a form or button runs an API call: its busy flag and its error. */
+export function useAction(): Action {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  const run = useCallback(async (work: () => Promise<void>) => {
+    setBusy(true);
+    setError(null);
+    try {
+      await work();
+      return true;
+    } catch (err) {
+      setError(err);
+      return false;
+    } finally {
+      setBusy(false);
+    }
+  }, []);
+  return { busy, error, setError, run };
+}
+
 export interface ConfirmProps {
   /** The button that opens the dialog. */
   readonly label: string;
@@ -148,20 +182,10 @@ export interface ConfirmProps {
 export function ConfirmAction({ label, title, children, confirmLabel, danger, disabled, onConfirm }: ConfirmProps) {
   const dialog = useRef<HTMLDialogElement>(null);
   const titleId = useId();
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+  const { busy, error, setError, run } = useAction();
   const submit = async (e: FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      await onConfirm();
-      dialog.current?.close();
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    if (await run(onConfirm)) dialog.current?.close();
   };
   return (
     <>

@@ -1,6 +1,6 @@
 import { useState } from 'react';
 import { api } from './api';
-import { ConfirmAction, ErrorMessage, Field } from './components';
+import { ConfirmAction, ErrorMessage, Field, useAction } from './components';
 import { PointPicker, toPointChoice, usePointPicker } from './point-picker';
 import { Link } from './router';
 import type { ItemPoint, ItemState, Job, PointChoice, ReplicatedItem } from './types';
@@ -182,20 +182,12 @@ function ChangePoint({ onStart, ...picker }: PickerProps & { onStart(point: Poin
 
 /** Pause and resume: the agent stops (or starts again) shipping at its next heartbeat; changes are kept, not lost. */
 function ReplicationControl({ base }: { base: string }) {
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+  const { busy, error, run } = useAction();
   const [paused, setPaused] = useState<boolean | null>(null);
-  const send = async (what: 'pause' | 'resume') => {
-    setBusy(true);
-    setError(null);
-    try {
+  const send = (what: 'pause' | 'resume') =>
+    run(async () => {
       setPaused((await api.post<{ paused: boolean }>(`${base}/${what}`)).paused);
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
-  };
+    });
   return (
     <div>
       <h3>Replication</h3>

@@ -1,5 +1,5 @@
 import { useState, type FormEvent } from 'react';
-import { ErrorMessage, Field } from './components';
+import { ErrorMessage, Field, useAction } from './components';
 import type { ItemNames } from './item-names';
 import type { RecoveryPlan, RecoveryPlanGroup, Vault } from './types';
 
@@ -62,17 +62,14 @@ export function PlanForm({
   const [name, setName] = useState(plan?.name ?? '');
   const [description, setDescription] = useState(plan?.description ?? '');
   const [groups, setGroups] = useState<GroupDraft[]>(() => (plan ? plan.groups.map(draftOf) : [draftOf()]));
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+  const { busy, error, run } = useAction();
   const items = names.items.filter((i) => i.vaultId === vaultId);
   const change = (key: number, patch: Partial<GroupDraft>) => setGroups((gs) => gs.map((g) => (g.key === key ? { ...g, ...patch } : g)));
 
   const submit = async (e: FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      await onSubmit({
+    await run(() =>
+      onSubmit({
         ...(plan ? {} : { vaultId }),
         name: name.trim(),
         description,
@@ -83,12 +80,8 @@ export function PlanForm({
           postScripts: words(g.postScripts),
           manualActions: lines(g.manualActions),
         })),
-      });
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+      }),
+    );
   };
 
   return (

@@ -1,6 +1,6 @@
 import { useState, type FormEvent, type ReactNode } from 'react';
 import { api } from '../api';
-import { ErrorMessage, Field, Loaded, PageHeader, formatBytes } from '../components';
+import { ErrorMessage, Field, Loaded, PageHeader, formatBytes, useAction } from '../components';
 import { invalidFields } from '../forms';
 import { useAllPages } from '../paged';
 import { Link } from '../router';
@@ -75,22 +75,15 @@ function TextField({
 function AddMachine({ configServerId, onAdded }: { configServerId: string; onAdded(m: Machine): void }) {
   const empty = { name: '', privateIp: '', os: '' };
   const [values, setValues] = useState(empty);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, run } = useAction();
   const bad = invalidFields(error);
   const add = async (e: FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
+    await run(async () => {
       const m = await api.post<Machine>('/api/v1/machines', { configServerId, name: values.name.trim(), privateIp: values.privateIp.trim(), os: values.os.trim() });
       setValues(empty);
       onAdded(m);
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   return (
     <form onSubmit={add} noValidate aria-label="Add machine" className="panel">
@@ -111,14 +104,11 @@ function AddAccount({ configServerId, onAdded }: { configServerId: string; onAdd
   const empty = { name: '', username: 'root', secret: '' };
   const [values, setValues] = useState(empty);
   const [kind, setKind] = useState<'password' | 'key'>('password');
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, run } = useAction();
   const bad = invalidFields(error);
   const add = async (e: FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
+    await run(async () => {
       const a = await api.post<PushAccount>('/api/v1/accounts', {
         configServerId,
         name: values.name.trim(),
@@ -127,11 +117,7 @@ function AddAccount({ configServerId, onAdded }: { configServerId: string; onAdd
       });
       setValues(empty);
       onAdded(a);
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   return (
     <form onSubmit={add} noValidate aria-label="Add account" className="panel">
@@ -233,8 +219,7 @@ export function EnableReplication() {
   const [step, setStep] = useState(0);
   const [c, setC] = useState<Choices>(START);
   const [stepError, setStepError] = useState<string | null>(null);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, run } = useAction();
   const [answer, setAnswer] = useState<EnableAnswer | null>(null);
   const vaults = useAllPages<Vault>('/api/v1/vaults');
   const servers = useAllPages<ConfigServer>('/api/v1/config-servers');
@@ -293,10 +278,8 @@ export function EnableReplication() {
     setStep((s) => Math.max(s - 1, 0));
   };
 
-  const enable = async () => {
-    setBusy(true);
-    setError(null);
-    try {
+  const enable = () =>
+    run(async () => {
       const compute = chosen.map((m) => ({
         machineId: m.id,
         targetName: targetName(m),
@@ -314,12 +297,7 @@ export function EnableReplication() {
       };
       setAnswer(await api.post<EnableAnswer>('/api/v1/replication/enable', body));
       items.reload();
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
-  };
+    });
 
   if (answer) {
     return (

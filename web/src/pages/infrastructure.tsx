@@ -1,6 +1,6 @@
 import { useState, type FormEvent } from 'react';
 import { api } from '../api';
-import { Badge, ConfirmAction, ErrorMessage, Field, Loaded, PageHeader, ProgressBar, formatAge, formatBytes, formatTime, useResource, type Resource } from '../components';
+import { Badge, ConfirmAction, ErrorMessage, Field, Loaded, PageHeader, ProgressBar, formatAge, formatBytes, formatTime, useAction, useResource, type Resource } from '../components';
 import { downloadText, invalidFields } from '../forms';
 import { newestFirst, useAllPages } from '../paged';
 import { useSession } from '../session';
@@ -12,14 +12,11 @@ type CreatedVault = Vault & { storeRecoveryKey?: string };
 function CreateVault({ onCreated }: { onCreated(v: CreatedVault): void }) {
   const empty = { name: '', location: '', storeUrl: '', passphrase: '' };
   const [values, setValues] = useState(empty);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, run } = useAction();
   const bad = invalidFields(error);
   const submit = async (e: FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
+    await run(async () => {
       const body = {
         name: values.name.trim(),
         location: values.location.trim(),
@@ -29,11 +26,7 @@ function CreateVault({ onCreated }: { onCreated(v: CreatedVault): void }) {
       const created = await api.post<CreatedVault>('/api/v1/vaults', body);
       setValues(empty);
       onCreated(created);
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   const text = (key: keyof typeof empty, field: string, type = 'text') => (props: { id: string; 'aria-describedby'?: string }) => (
     <input
@@ -70,23 +63,15 @@ function RegistrationKeys({ vault }: { vault: Vault }) {
   const session = useSession();
   const keys = useResource<{ items: readonly RegistrationKey[] }>(`/api/v1/vaults/${encodeURIComponent(vault.id)}/registration-keys`, 5000);
   const [issued, setIssued] = useState<{ expiresAt: string } | null>(null);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, run } = useAction();
   const configure = session.can('configure');
-  const download = async () => {
-    setBusy(true);
-    setError(null);
-    try {
+  const download = () =>
+    run(async () => {
       const key = await api.post<RegistrationKey & { key: string }>(`/api/v1/vaults/${encodeURIComponent(vault.id)}/registration-keys`, {});
       downloadText(`${vault.name}.lifeboat-registration-key`, `${key.key}\n`);
       setIssued({ expiresAt: key.expiresAt });
       keys.reload();
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
-  };
+    });
   return (
     <section aria-label={`Registration keys of ${vault.name}`}>
       <h3>Registration keys of {vault.name}</h3>
@@ -163,22 +148,14 @@ function RegistrationKeys({ vault }: { vault: Vault }) {
 }
 
 function RefreshServer({ server, onDone }: { server: ConfigServer; onDone(): void }) {
-  const [error, setError] = useState<unknown>(null);
+  const { busy, error, run } = useAction();
   const [requested, setRequested] = useState(false);
-  const [busy, setBusy] = useState(false);
-  const refresh = async () => {
-    setBusy(true);
-    setError(null);
-    try {
+  const refresh = () =>
+    run(async () => {
       await api.post(`/api/v1/config-servers/${encodeURIComponent(server.id)}/refresh`, {});
       setRequested(true);
       onDone();
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
-  };
+    });
   return (
     <>
       <button type="button" disabled={busy} aria-label={`Refresh ${server.name}`} onClick={() => void refresh()}>

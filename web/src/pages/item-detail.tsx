@@ -1,6 +1,6 @@
 import { Fragment, useState, type FormEvent } from 'react';
 import { api, ApiError, readableError } from '../api';
-import { Badge, ErrorMessage, type Resource, Field, formatAge, formatBytes, formatDuration, formatTime, Loaded, PageHeader, ProgressBar, useResource } from '../components';
+import { Badge, ErrorMessage, type Resource, Field, formatAge, formatBytes, formatDuration, formatTime, Loaded, PageHeader, ProgressBar, useAction, useResource } from '../components';
 import { itemHealth } from '../health';
 import { jobKindWords } from '../job-words';
 import { ItemActions } from '../item-actions';
@@ -280,8 +280,7 @@ function ComputeSection({ item, canEdit, onSaved }: { item: ReplicatedItem; canE
   const current = (k: ComputeKey) => item.compute[k] ?? '';
   const [editing, setEditing] = useState(false);
   const [draft, setDraft] = useState<Record<ComputeKey, string>>({ targetName: '', size: '', network: '', subnet: '', ip: '' });
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+  const { busy, error, setError, run } = useAction();
   const [saved, setSaved] = useState(false);
   const edit = () => {
     setDraft({ targetName: current('targetName'), size: current('size'), network: current('network'), subnet: current('subnet'), ip: current('ip') });
@@ -302,18 +301,12 @@ function ComputeSection({ item, canEdit, onSaved }: { item: ReplicatedItem; canE
       setEditing(false);
       return;
     }
-    setBusy(true);
-    setError(null);
-    try {
+    await run(async () => {
       await api.patch<ReplicatedItem>(`/api/v1/items/${encodeURIComponent(item.id)}/compute`, patch);
       setEditing(false);
       setSaved(true);
       onSaved();
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   return (
     <section className="panel" aria-labelledby="item-compute">

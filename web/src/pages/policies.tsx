@@ -1,6 +1,6 @@
 import { useState, type FormEvent } from 'react';
 import { api } from '../api';
-import { ConfirmAction, ErrorMessage, Field, Loaded, PageHeader, formatDuration } from '../components';
+import { ConfirmAction, ErrorMessage, Field, Loaded, PageHeader, formatDuration, useAction } from '../components';
 import { invalidFields, numberOrUndefined } from '../forms';
 import { useAllPages } from '../paged';
 import { useSession } from '../session';
@@ -89,22 +89,15 @@ function PolicyFields({ values, onChange, error }: { values: PolicyValues; onCha
 function CreatePolicy({ vaults, onCreated }: { vaults: readonly Vault[]; onCreated(p: ReplicationPolicy): void }) {
   const [vaultId, setVaultId] = useState('');
   const [values, setValues] = useState<PolicyValues>({ name: '', ...DEFAULTS });
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, run } = useAction();
   const chosenVault = vaultId || vaults[0]?.id || '';
   const submit = async (e: FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
+    await run(async () => {
       const created = await api.post<ReplicationPolicy>('/api/v1/policies', { vaultId: chosenVault, ...bodyOf(values) });
       setValues({ name: '', ...DEFAULTS });
       onCreated(created);
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   if (vaults.length === 0) return <p className="notice">Create a vault first (Infrastructure).</p>;
   return (

@@ -1,5 +1,5 @@
 import { useState, type FormEvent } from 'react';
-import { ErrorMessage, Field } from '../components';
+import { ErrorMessage, Field, useAction } from '../components';
 import { useSession } from '../session';
 
 /** Sign in with a user name and password (a session of 12 hours), or with an API token. */
@@ -9,20 +9,13 @@ export function SignIn() {
   const [name, setName] = useState('');
   const [password, setPassword] = useState('');
   const [token, setToken] = useState('');
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, run } = useAction();
   const submit = async (e: FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
+    await run(async () => {
       if (useToken) await session.signInWithToken(token.trim());
       else await session.signIn(name.trim(), password);
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   return (
     <main className="sign-in" id="main">
