@@ -52,11 +52,19 @@ export default tseslint.config(
       ],
     },
   },
-  // ... which names them once, as type-only imports of the vault's domain types.
+  // ... which names them once: the vault's domain types, and the item state machine (pure rules, no I/O).
   {
     files: ['web/src/types.ts'],
     rules: {
-      'no-restricted-imports': ['error', { patterns: [{ group: ['**/src/**', '!**/src/core/model'], allowTypeImports: true, message: 'only types from src/core/model' }] }],
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            { regex: '(^|/)src/(?!core/(model|item-state)$)', message: 'only src/core/model (types) and src/core/item-state' },
+            { regex: '(^|/)src/core/model$', allowTypeImports: true, message: 'only types from src/core/model' },
+          ],
+        },
+      ],
     },
   },
 );

@@ -3,7 +3,7 @@ import { api } from './api';
 import { ConfirmAction, ErrorMessage, Field, useAction } from './components';
 import { PointPicker, toPointChoice, usePointPicker } from './point-picker';
 import { Link } from './router';
-import type { ItemPoint, ItemState, Job, PointChoice, ReplicatedItem } from './types';
+import { allowedActions, type ItemAction, type ItemPoint, type ItemState, type Job, type PointChoice, type ReplicatedItem } from './types';
 
 /**
  * The recovery actions of one replicated item (docs/recovery.md, "Operations"), for
@@ -13,26 +13,28 @@ import type { ItemPoint, ItemState, Job, PointChoice, ReplicatedItem } from './t
 
 export type ItemOperation = 'test-failover' | 'cleanup-test-failover' | 'failover' | 'change-point' | 'commit' | 'reprotect' | 'failback';
 
-/**
- * Which operations the vault allows in each state: a mirror of the transition table in
- * src/core/item-state.ts (start-test-failover, cleanup-test-failover, start-failover and
- * retry-failover, change-recovery-point, commit, start-reprotect, start-failback) and of
- * the reverse routes, which run a failed reprotect or failback again in its own state.
- * If this gets out of step, the vault's 409 ILLEGAL_TRANSITION is shown in the dialog.
- */
-const OPERATIONS: Partial<Record<ItemState, readonly ItemOperation[]>> = {
-  protected: ['test-failover', 'failover'],
-  'test-failover': ['cleanup-test-failover', 'failover'],
-  'failing-over': ['failover'],
-  'failed-over': ['change-point', 'commit'],
-  committed: ['reprotect'],
-  reprotecting: ['reprotect'],
-  reprotected: ['failback'],
-  'failing-back': ['failback'],
+/** The portal's operations, by the state machine's actions that start them (src/core/item-state.ts). */
+const OPERATION_OF: Partial<Record<ItemAction, ItemOperation>> = {
+  'start-test-failover': 'test-failover',
+  'cleanup-test-failover': 'cleanup-test-failover',
+  'start-failover': 'failover',
+  'retry-failover': 'failover',
+  'change-recovery-point': 'change-point',
+  commit: 'commit',
+  'start-reprotect': 'reprotect',
+  'start-failback': 'failback',
 };
 
+/**
+ * The operations the vault accepts in `state`: the item state machine's own table,
+ * plus the reverse routes' rule that a failed reprotect or failback is run again in
+ * its own state (src/vault/reverse/routes.ts).
+ */
 export function allowedOperations(state: ItemState): readonly ItemOperation[] {
-  return OPERATIONS[state] ?? [];
+  const ops = allowedActions(state).flatMap((a) => OPERATION_OF[a] ?? []);
+  if (state === 'reprotecting') ops.push('reprotect');
+  if (state === 'failing-back') ops.push('failback');
+  return [...new Set(ops)];
 }
 
 /** States in which the source replicates forward, so pause and resume apply (src/vault/services/agents.ts setControl). */

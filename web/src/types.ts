@@ -36,6 +36,12 @@ export type {
 } from '../../src/core/model';
 import type { Role, User } from '../../src/core/model';
 
+/**
+ * The item state machine itself (pure rules, no I/O): the portal offers exactly the
+ * actions the vault would accept in an item's state.
+ */
+export { ITEM_STATES, allowedActions, type ItemAction } from '../../src/core/item-state';
+
 export type Permission = 'read' | 'configure' | 'operate' | 'manage-users';
 
 /** `GET /api/v1/me`. */

@@ -4,23 +4,10 @@ import { itemHealth } from '../health';
 import { useAllPages } from '../paged';
 import { Link } from '../router';
 import '../items.css';
-import type { Alert, ItemState, Machine, ReplicatedItem, ReplicationPolicy } from '../types';
+import { ITEM_STATES, type Alert, type ItemState, type Machine, type ReplicatedItem, type ReplicationPolicy } from '../types';
 
-/** The states an item can be in, in life-cycle order (src/core/item-state.ts ITEM_STATES). */
-const STATES: readonly ItemState[] = [
-  'enabling',
-  'initial-replication',
-  'protected',
-  'test-failover',
-  'test-failover-cleanup',
-  'failing-over',
-  'failed-over',
-  'committed',
-  'reprotecting',
-  'reprotected',
-  'failing-back',
-  'disabled',
-];
+/** The states an item can be in, in life-cycle order. */
+const STATES = ITEM_STATES;
 
 /** "3 min 5 s of 10 min 0 s", or why there is none. */
 export function rpoText(item: ReplicatedItem, policy: ReplicationPolicy | undefined): string {
