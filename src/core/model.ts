@@ -413,6 +413,13 @@ export interface DrillReport {
   readonly endedAt: string | null;
 }
 
+/** An item's newest drill report and newest passed one (`GET /api/v1/drill-summary`). */
+export interface DrillSummary {
+  readonly itemId: string;
+  readonly latest: DrillReport | null;
+  readonly lastPassed: DrillReport | null;
+}
+
 /** A machine a compute driver made for an item (test failover or failover). */
 export interface RecoveredMachine {
   readonly id: string;

@@ -1,5 +1,5 @@
 import { LifeboatError } from '../../core/errors.js';
-import type { DrillReport, DrillSettings, Probe, RecoveredMachine } from '../../core/model.js';
+import type { DrillReport, DrillSettings, DrillSummary, Probe, RecoveredMachine } from '../../core/model.js';
 import type { Repositories } from '../db/repositories/index.js';
 
 /** Seconds a drill waits for the boot marker and the probes by default (DrillSettings). */
@@ -22,6 +22,19 @@ export class RecoveryReads {
   async reports(itemId: string): Promise<DrillReport[]> {
     await this.repos.items.get(itemId);
     return this.repos.drillReports.listByItem(itemId);
+  }
+
+  /**
+   * For every item, its newest drill report and its newest passed one: the overview's
+   * "latest drill" and "test recommended" in one request, whatever the number of items.
+   */
+  async summary(): Promise<DrillSummary[]> {
+    const out: DrillSummary[] = [];
+    for (const item of await this.repos.items.list()) {
+      const all = await this.repos.drillReports.listByItem(item.id, Number.MAX_SAFE_INTEGER);
+      out.push({ itemId: item.id, latest: all[0] ?? null, lastPassed: all.find((r) => r.outcome === 'passed') ?? null });
+    }
+    return out;
   }
 
   report(id: string): Promise<DrillReport> {

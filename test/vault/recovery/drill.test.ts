@@ -214,6 +214,18 @@ describe('point choice and test failover', () => {
     assert.equal((await v.server.repos.drillReports.get(report.id)).outcome, 'failed', 'the cleanup keeps the verdict');
   });
 
+  it("the drill summary names each item's newest report and its newest passed one, in one request", async () => {
+    const reports = (await v.call('GET', `/api/v1/items/${v.item.id}/drill-reports`)).json.items as DrillReport[];
+    const passed = reports.find((r) => r.outcome === 'passed');
+    assert.equal(reports[0]?.outcome, 'failed', 'the drill just before this one failed');
+    assert.ok(passed, 'an earlier drill passed');
+    const summary = await v.call('GET', '/api/v1/drill-summary');
+    assert.equal(summary.status, 200);
+    const mine = (summary.json.items as { itemId: string; latest: DrillReport | null; lastPassed: DrillReport | null }[]).find((s) => s.itemId === v.item.id);
+    assert.equal(mine?.latest?.id, reports[0]?.id);
+    assert.equal(mine?.lastPassed?.id, passed.id);
+  });
+
   it('without drill settings the machine counts as booted when it started, and the report says so', async () => {
     await v.server.repos.drillSettings.delete(v.item.id);
     const res = await v.call('POST', `/api/v1/items/${v.item.id}/test-failover`, { point: { kind: 'latest' } });

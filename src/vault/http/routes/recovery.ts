@@ -177,6 +177,20 @@ export function recoveryRoutes(ops: RecoveryOperations, reads: RecoveryReads): R
         schema: { params, response: { 200: listOf(drillReportSchema) } },
         handler: async (req) => ({ items: await reads.reports(req.params.id) }),
       });
+      route(app, {
+        id: 'drill-reports.summary',
+        method: 'GET',
+        url: '/api/v1/drill-summary',
+        permission: 'read',
+        summary: "Every item's newest drill report and newest passed drill report (null when none)",
+        tags: ['recovery'],
+        schema: {
+          response: {
+            200: listOf(object({ itemId: idString, latest: { ...drillReportSchema, nullable: true }, lastPassed: { ...drillReportSchema, nullable: true } })),
+          },
+        },
+        handler: async () => ({ items: await reads.summary() }),
+      });
       route<{ id: string }>(app, {
         id: 'drill-reports.show',
         method: 'GET',
