@@ -13,6 +13,7 @@ export type {
   ConfigServer,
   DrillReport,
   DrillSettings,
+  DrillSummary,
   Job,
   JobKind,
   JobState,

@@ -1,46 +1,15 @@
-import { useEffect, useState } from 'react';
-import { api } from '../api';
-import { Badge, ErrorMessage, Loaded, PageHeader, ProgressBar, formatAge, formatDuration, formatTime } from '../components';
+import { Badge, ErrorMessage, Loaded, PageHeader, ProgressBar, formatAge, formatDuration, formatTime, useResource } from '../components';
 import { jobKindWords, jobPercent } from '../job-words';
 import { itemHealth, type Health, type HealthVerdict } from '../health';
 import { newestFirst, useAllPages, useNewest } from '../paged';
 import { Link } from '../router';
 import { shortDuration } from './policies';
-import type { Alert, DrillReport, Job, Machine, ReplicatedItem, ReplicationPolicy } from '../types';
+import type { Alert, DrillReport, DrillSummary, Job, Machine, ReplicatedItem, ReplicationPolicy } from '../types';
 
 const REFRESH_MS = 5000;
 /** A protected item whose last passed drill is older than this (or that never passed one) should be tested. */
 const DRILL_DUE_MS = 30 * 24 * 3600 * 1000;
 const TOP = 10;
-
-/** Each item's drill reports (newest first), fetched again every `refreshMs`. */
-function useDrillReports(itemIds: readonly string[], refreshMs: number): { reports: ReadonlyMap<string, readonly DrillReport[]>; error: unknown } {
-  const key = [...itemIds].sort().join(',');
-  const [reports, setReports] = useState<ReadonlyMap<string, readonly DrillReport[]>>(new Map());
-  const [error, setError] = useState<unknown>(null);
-  useEffect(() => {
-    const ids = key === '' ? [] : key.split(',');
-    const abort = new AbortController();
-    const load = () =>
-      Promise.all(
-        ids.map(async (id) => [id, (await api.get<{ items: DrillReport[] }>(`/api/v1/items/${encodeURIComponent(id)}/drill-reports`, abort.signal)).items] as const),
-      )
-        .then((pairs) => {
-          setReports(new Map(pairs));
-          setError(null);
-        })
-        .catch((err: unknown) => {
-          if (!abort.signal.aborted) setError(err);
-        });
-    void load();
-    const t = setInterval(() => void load(), refreshMs);
-    return () => {
-      abort.abort();
-      clearInterval(t);
-    };
-  }, [key, refreshMs]);
-  return { reports, error };
-}
 
 function HealthCards({ verdicts, initial }: { verdicts: readonly Health[]; initial: readonly ReplicatedItem[] }) {
   const count = (h: Health) => verdicts.filter((v) => v === h).length;
@@ -75,9 +44,9 @@ function RpoCell({ item, policy }: { item: ReplicatedItem; policy: ReplicationPo
   );
 }
 
-function LatestDrill({ reports }: { reports: readonly DrillReport[] | undefined }) {
-  const last = reports?.[0];
-  if (!reports) return <span className="muted">…</span>;
+function LatestDrill({ summary }: { summary: DrillSummary | undefined }) {
+  if (!summary) return <span className="muted">…</span>;
+  const last = summary.latest;
   if (!last) return <span className="muted">never</span>;
   return (
     <>
@@ -87,16 +56,13 @@ function LatestDrill({ reports }: { reports: readonly DrillReport[] | undefined 
 }
 
 /** Protected items that never passed a drill, or whose last passed drill is older than 30 days. */
-function testRecommended(items: readonly ReplicatedItem[], reports: ReadonlyMap<string, readonly DrillReport[]>, now: number) {
+function testRecommended(items: readonly ReplicatedItem[], drills: ReadonlyMap<string, DrillSummary>, now: number) {
   const out: { item: ReplicatedItem; lastPassed: DrillReport | undefined }[] = [];
   for (const item of items) {
     if (item.state !== 'protected') continue;
-    const mine = reports.get(item.id);
+    const mine = drills.get(item.id);
     if (!mine) continue; // not loaded yet: say nothing rather than something wrong
-    const lastPassed = newestFirst(
-      mine.filter((r) => r.outcome === 'passed'),
-      (r) => r.startedAt,
-    )[0];
+    const lastPassed = mine.lastPassed ?? undefined;
     if (!lastPassed || now - new Date(lastPassed.startedAt).getTime() > DRILL_DUE_MS) out.push({ item, lastPassed });
   }
   return out;
@@ -108,10 +74,8 @@ export function Overview() {
   const machines = useAllPages<Machine>('/api/v1/machines', REFRESH_MS);
   const alerts = useAllPages<Alert>('/api/v1/alerts?status=open', REFRESH_MS);
   const jobs = useNewest<Job>('/api/v1/jobs', TOP, REFRESH_MS);
-  const drills = useDrillReports(
-    (items.data ?? []).map((i) => i.id),
-    REFRESH_MS,
-  );
+  const summary = useResource<{ items: readonly DrillSummary[] }>('/api/v1/drill-summary', REFRESH_MS);
+  const drills = new Map((summary.data?.items ?? []).map((d) => [d.itemId, d]));
   const openAlerts = alerts.data ?? [];
   const policyOf = (i: ReplicatedItem) => policies.data?.find((p) => p.id === i.policyId);
   const machineName = (i: ReplicatedItem) => machines.data?.find((m) => m.id === i.machineId)?.name ?? i.compute.targetName;
@@ -124,7 +88,7 @@ export function Overview() {
           {updatedAt > 0 ? `updated ${new Date(updatedAt).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false })}` : 'loading…'}
         </span>
       </PageHeader>
-      <ErrorMessage error={policies.error ?? machines.error ?? alerts.error ?? drills.error} />
+      <ErrorMessage error={policies.error ?? machines.error ?? alerts.error ?? summary.error} />
       <section className="panel" aria-labelledby="overview-items">
         <h2 id="overview-items">Replicated items</h2>
         <Loaded resource={items}>
@@ -169,7 +133,7 @@ export function Overview() {
                               <RpoCell item={i} policy={policyOf(i)} />
                             </td>
                             <td>
-                              <LatestDrill reports={drills.reports.get(i.id)} />
+                              <LatestDrill summary={drills.get(i.id)} />
                             </td>
                           </tr>
                         );
@@ -186,7 +150,7 @@ export function Overview() {
         <h2 id="overview-test">Test recommended</h2>
         <Loaded resource={items}>
           {(list) => {
-            const due = testRecommended(list, drills.reports, Date.now());
+            const due = testRecommended(list, drills, Date.now());
             return due.length === 0 ? (
               <p className="muted">Every protected item passed a drill in the last 30 days.</p>
             ) : (
