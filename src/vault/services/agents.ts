@@ -317,6 +317,12 @@ export class AgentService {
     return agent;
   }
 
+  /** The item's pause and throttle (not paused, no limit when never set); NOT_FOUND for an unknown item. */
+  async controlOf(itemId: string): Promise<ReplicationControl> {
+    await this.repos.items.get(itemId);
+    return this.repos.replicationControls.get(itemId);
+  }
+
   async setControl(itemId: string, patch: Partial<Omit<ReplicationControl, 'itemId'>>): Promise<ReplicationControl> {
     const item = await this.repos.items.get(itemId);
     if (['failing-over', 'failed-over', 'committed', 'disabled'].includes(item.state)) {

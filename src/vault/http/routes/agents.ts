@@ -13,6 +13,8 @@ export interface AgentRoutesService {
   enroll(tokenId: string, input: EnrollInput): Promise<EnrollResult>;
   heartbeat(agentId: string, input: AgentHeartbeat): Promise<AgentConfig>;
   setControl(itemId: string, patch: Partial<Omit<ReplicationControl, 'itemId'>>): Promise<ReplicationControl>;
+  /** Pause and throttle as they are (defaults when never set); NOT_FOUND for an unknown item. */
+  controlOf(itemId: string): Promise<ReplicationControl>;
   /** NOT_FOUND when no agent has enrolled for the item. */
   agentOf(itemId: string): Promise<Agent>;
 }
@@ -210,6 +212,16 @@ export function agentsRoutes(agents: AgentRoutesService, audit: (entry: AuditRec
         tags: ['agents'],
         schema: { params: object({ id: idString }), response: { 200: agentSchema } },
         handler: async (req) => agents.agentOf(req.params.id),
+      });
+      route<{ id: string }>(app, {
+        id: 'items.replication-control',
+        method: 'GET',
+        url: '/api/v1/items/:id/replication-control',
+        permission: 'read',
+        summary: "Whether an item's replication is paused, and its bandwidth limit",
+        tags: ['items'],
+        schema: { params: object({ id: idString }), response: { 200: controlSchema } },
+        handler: async (req) => agents.controlOf(req.params.id),
       });
       route<{ id: string }>(app, {
         id: 'items.pause',
