@@ -267,12 +267,25 @@ describe('portal: replicated items', () => {
     await page.context().close();
   });
 
-  it('pause and resume replication answer with what the agent will do', async () => {
+  it('pause, resume and the bandwidth limit show the state the vault keeps and answer with what the agent will do', async () => {
     const { page, problems } = await open(operator, `/items/${v.item.id}`);
+    const control = async () => (await v.call('GET', `/api/v1/items/${v.item.id}/replication-control`)).json;
+    await page.getByText('Running; bandwidth not limited.').waitFor();
+    assert.equal(await page.getByRole('button', { name: 'Resume replication' }).count(), 0, 'nothing to resume while running');
     await page.getByRole('button', { name: 'Pause replication' }).click();
     await page.getByRole('status').filter({ hasText: 'Replication is paused' }).waitFor();
+    await page.getByText('Paused; bandwidth not limited.').waitFor();
+    assert.equal((await control()).paused, true);
+    await page.getByLabel('Bandwidth limit (Mbit/s, 0 = none)').fill('8');
+    await page.getByRole('button', { name: 'Set bandwidth limit' }).click();
+    await page.getByText('Paused; bandwidth limited to 8 Mbit/s.').waitFor();
+    assert.equal((await control()).throttleBytesPerSec, 1_000_000);
     await page.getByRole('button', { name: 'Resume replication' }).click();
     await page.getByRole('status').filter({ hasText: 'Replication runs' }).waitFor();
+    await page.getByLabel('Bandwidth limit (Mbit/s, 0 = none)').fill('0');
+    await page.getByRole('button', { name: 'Set bandwidth limit' }).click();
+    await page.getByText('Running; bandwidth not limited.').waitFor();
+    assert.deepEqual(await control(), { itemId: v.item.id, paused: false, throttleBytesPerSec: 0 });
     assert.deepEqual(unexpected(problems), []);
     await page.context().close();
   });

@@ -1,6 +1,6 @@
-import { useState } from 'react';
+import { useState, type FormEvent } from 'react';
 import { api } from './api';
-import { ConfirmAction, ErrorMessage, Field, useAction } from './components';
+import { ConfirmAction, ErrorMessage, Field, useAction, useResource } from './components';
 import { PointPicker, toPointChoice, usePointPicker } from './point-picker';
 import { Link } from './router';
 import { allowedActions, type ItemAction, type ItemPoint, type ItemState, type Job, type PointChoice, type ReplicatedItem } from './types';
@@ -182,31 +182,76 @@ function ChangePoint({ onStart, ...picker }: PickerProps & { onStart(point: Poin
   );
 }
 
-/** Pause and resume: the agent stops (or starts again) shipping at its next heartbeat; changes are kept, not lost. */
+/**
+ * Pause, resume and the bandwidth limit: the agent stops (or starts again) shipping, or
+ * changes its pace, at its next heartbeat; changes are kept, not lost.
+ */
 function ReplicationControl({ base }: { base: string }) {
+  const control = useResource<ReplicationControlState>(`${base}/replication-control`);
   const { busy, error, run } = useAction();
-  const [paused, setPaused] = useState<boolean | null>(null);
+  const [said, setSaid] = useState<string | null>(null);
+  const [mbps, setMbps] = useState('');
   const send = (what: 'pause' | 'resume') =>
     run(async () => {
-      setPaused((await api.post<{ paused: boolean }>(`${base}/${what}`)).paused);
+      const next = await api.post<ReplicationControlState>(`${base}/${what}`);
+      setSaid(next.paused ? 'Replication is paused: the agent stops shipping at its next heartbeat.' : 'Replication runs: the agent ships again at its next heartbeat.');
+      control.reload();
     });
+  const throttle = (e: FormEvent) => {
+    e.preventDefault();
+    void run(async () => {
+      const next = await api.patch<ReplicationControlState>(`${base}/throttle`, { throttleMbps: Number(mbps) });
+      setSaid(next.throttleBytesPerSec === 0 ? 'No bandwidth limit.' : `Bandwidth limited to ${mbpsOf(next)} Mbit/s.`);
+      setMbps('');
+      control.reload();
+    });
+  };
+  const now = control.data;
   return (
     <div>
       <h3>Replication</h3>
+      <p>
+        {now === undefined
+          ? 'Loading…'
+          : `${now.paused ? 'Paused' : 'Running'}; bandwidth ${now.throttleBytesPerSec === 0 ? 'not limited' : `limited to ${mbpsOf(now)} Mbit/s`}.`}
+      </p>
       <div className="page-actions">
-        <button type="button" disabled={busy} onClick={() => void send('pause')}>
-          Pause replication
-        </button>
-        <button type="button" disabled={busy} onClick={() => void send('resume')}>
-          Resume replication
-        </button>
+        {now && !now.paused ? (
+          <button type="button" disabled={busy} onClick={() => void send('pause')}>
+            Pause replication
+          </button>
+        ) : null}
+        {now?.paused ? (
+          <button type="button" disabled={busy} onClick={() => void send('resume')}>
+            Resume replication
+          </button>
+        ) : null}
       </div>
-      {paused !== null ? (
+      <form onSubmit={throttle} aria-label="Bandwidth limit">
+        <Field label="Bandwidth limit (Mbit/s, 0 = none)">
+          {(p) => <input {...p} type="number" min={0} step="any" required value={mbps} onChange={(e) => setMbps(e.target.value)} />}
+        </Field>
+        <button type="submit" disabled={busy}>
+          Set bandwidth limit
+        </button>
+      </form>
+      {said ? (
         <p className="notice" role="status">
-          {paused ? 'Replication is paused: the agent stops shipping at its next heartbeat.' : 'Replication runs: the agent ships again at its next heartbeat.'}
+          {said}
         </p>
       ) : null}
-      <ErrorMessage error={error} />
+      <ErrorMessage error={error ?? control.error} />
     </div>
   );
+}
+
+/** `POST /items/:id/pause|resume`, `PATCH …/throttle`, `GET …/replication-control`. */
+interface ReplicationControlState {
+  readonly paused: boolean;
+  readonly throttleBytesPerSec: number;
+}
+
+/** 1 Mbit/s = 125,000 bytes/s (docs/api.md). */
+function mbpsOf(c: ReplicationControlState): number {
+  return Math.round((c.throttleBytesPerSec / 125_000) * 100) / 100;
 }
