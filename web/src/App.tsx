@@ -1,6 +1,7 @@
 import type { ReactNode } from 'react';
 import { Link, match, usePath } from './router';
 import { useSession } from './session';
+import { ChangePassword } from './change-password';
 import { SignIn } from './pages/sign-in';
 import { Overview } from './pages/overview';
 import { Items } from './pages/items';
@@ -70,6 +71,7 @@ export function App() {
         <span className="who">
           {who} ({session.me.role})
         </span>
+        {session.me.user ? <ChangePassword /> : null}
         <button type="button" onClick={() => void session.signOut()}>
           Sign out
         </button>
