@@ -1,6 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
+import { until as waitFor } from '../../src/cli/quickstart/wait.js';
 import { repoRoot } from './env.js';
+
+/** The quickstart's own poll (TIMEOUT naming what was awaited), for the tests that drive it. */
+export { waitFor };
 
 /** `lifeboat quickstart` run from source as its own process (the CLI test and the portal's end-to-end test). */
 const CLI = join(repoRoot, 'test', 'agent', 'lifeboat-cli.ts');
@@ -49,15 +53,3 @@ export class QuickstartRun {
     }
   }
 }
-
-/** Polls `probe` every 250 ms until it returns a value; fails naming `what` after `timeoutMs`. */
-export async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-

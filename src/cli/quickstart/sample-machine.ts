@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { sleep } from './wait.js';
+import { sleep } from '../../core/sleep.js';
 
 const MiB = 2 ** 20;
 const BLOCK_BYTES = 4096;

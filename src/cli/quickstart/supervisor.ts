@@ -6,7 +6,7 @@ import type { VaultLogger } from '../../vault/logging/logger.js';
 import { enrollImage, imageConfig, startAgent, type InProcessAgent } from './agents.js';
 import { samplePaths, SampleWriter } from './sample-machine.js';
 import { readSecret, SAMPLE_MACHINES, SAMPLE_OS, sampleIp, sitePaths, type Site, type SiteState } from './site.js';
-import { sleep } from './wait.js';
+import { sleep } from '../../core/sleep.js';
 
 /** How often the supervisor looks at the vault. */
 const POLL_MS = 2000;

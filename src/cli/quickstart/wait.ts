@@ -1,16 +1,5 @@
 import { LifeboatError } from '../../core/errors.js';
-
-export const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
-  new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
+import { sleep } from '../../core/sleep.js';
 
 /**
  * Polls `probe` every `intervalMs` (default 250) until it returns a value; TIMEOUT after

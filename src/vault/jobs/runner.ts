@@ -1,3 +1,4 @@
+import { sleep } from '../../core/sleep.js';
 import { redact } from '../secrets/redact.js';
 import { LifeboatError, asLifeboatError } from '../../core/errors.js';
 import { transition } from '../../core/item-state.js';
@@ -93,7 +94,7 @@ async function waitForEnrollment(ctx: StepContext, item: ReplicatedItem, machine
     if (ctx.now().getTime() > deadline) {
       throw new LifeboatError('ENROLLMENT_INVALID', `no agent enrolled for ${machine.name} within 24 hours; create a token with lifeboat item enroll-token ${item.id} and run lifeboat agent enroll on the machine`);
     }
-    await new Promise((resolve) => setTimeout(resolve, MANUAL_INSTALL_POLL_MS));
+    await sleep(MANUAL_INSTALL_POLL_MS, ctx.signal);
   }
 }
 

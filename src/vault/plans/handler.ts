@@ -1,4 +1,5 @@
 import { LifeboatError, asLifeboatError } from '../../core/errors.js';
+import { sleep } from '../../core/sleep.js';
 import type { Job, JobKind } from '../../core/model.js';
 import type { StepContext, StepHandler } from '../jobs/runner.js';
 import type { RecoveryOperations } from '../recovery/module.js';
@@ -20,18 +21,6 @@ const ITEM_JOB_KIND: Readonly<Record<PlanRun['operation'], JobKind>> = {
   'cleanup-test-failover': 'cleanup-test-failover',
   failover: 'failover',
 };
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
-}
 
 /**
  * The one handler of every step of a `recovery-plan` job: it reads what the step

@@ -1,4 +1,5 @@
 import { connect } from 'node:net';
+import { sleep } from '../../core/sleep.js';
 import { asLifeboatError, isLifeboatError } from '../../core/errors.js';
 import type { DrillSettings, Probe, ProbeResult } from '../../core/model.js';
 import type { ComputeDriver, MachineStatus } from '../../compute/driver.js';
@@ -120,8 +121,4 @@ async function commandProbe(driver: ComputeDriver, id: string, probe: Extract<Pr
     if (signal.aborted || Date.now() + RETRY_MS >= deadline) return { ok: false, detail };
     await sleep(RETRY_MS);
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { sleep } from '../../core/sleep.js';
 import type { ChangeTracker } from '../../changetracking/tracker.js';
 import type { BlockSource } from '../../core/block-source.js';
 import { LifeboatError } from '../../core/errors.js';
@@ -437,14 +438,3 @@ function sessionConflict(itemId: string, theirs: string, ours: string): Lifeboat
   return new LifeboatError('CONFLICT', `reverse session ${theirs} of item ${itemId} is not the current one (${ours}); follow the vault's configuration`, { details: { item: itemId, session: ours } });
 }
 
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
-}

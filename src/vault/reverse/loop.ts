@@ -1,6 +1,7 @@
 import { asLifeboatError } from '../../core/errors.js';
 import type { RecoveryDeps } from '../recovery/module.js';
-import { sleep, type ReverseEngine } from './engine.js';
+import { sleep } from '../../core/sleep.js';
+import type { ReverseEngine } from './engine.js';
 
 /**
  * Continuous reverse replication (docs/recovery.md): per reprotected item, a loop that
