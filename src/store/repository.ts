@@ -303,6 +303,23 @@ export class Repository {
     return this.readManifestAt(matches[0] as string);
   }
 
+  /** The ids of `disk`'s points, oldest first, from their object names alone (no manifest is read). */
+  async listPointIds(disk: string): Promise<string[]> {
+    checkDiskName(disk);
+    const ids: string[] = [];
+    for await (const info of this.storage.list(pointsOfDiskPrefix(disk))) {
+      const parsed = parsePointKey(info.key);
+      if (parsed?.kind === 'manifest') ids.push(parsed.pointId);
+    }
+    return ids.sort();
+  }
+
+  /** One point's manifest, read and authenticated (NOT_FOUND when the point is gone). */
+  readPoint(disk: string, pointId: string): Promise<PointManifest> {
+    checkDiskName(disk);
+    return this.readManifestAt(pointManifestKey(disk, pointId));
+  }
+
   /**
    * The newest point of `disk`: point ids sort by time (a child strictly after its
    * parent), so only the names are listed and one manifest is read — this runs for

@@ -2,7 +2,7 @@
  * GET /api/v1/items/:id/points on a vault whose item has two disks and points made
  * the way replication makes them (segments processed by the replica processor):
  * newest first over both disks, the limit, per disk the newest and the newest
- * app-consistent point, an item without disks, an unknown item, and a vault whose
+ * app-consistent point, manifests read once across calls, an item without disks, an unknown item, and a vault whose
  * store cannot be opened.
  */
 import assert from 'node:assert/strict';
@@ -80,6 +80,34 @@ describe('GET /api/v1/items/:id/points', () => {
       const res = await v.call('GET', `/api/v1/items/${v.item.id}/points?limit=${bad}`);
       assert.equal(res.status, 400, `limit=${bad}: ${res.text}`);
       assert.equal(res.json.code, 'VALIDATION');
+    }
+  });
+
+  it('asked again, reads only the manifests of new points, and leaves out a point pruned meanwhile', async () => {
+    await get(); // every manifest of the item is known now
+    const repo = await v.server.stores.openVaultStore(v.item.vaultId);
+    const reads: string[] = [];
+    const readPoint = repo.readPoint.bind(repo);
+    repo.readPoint = (d, id) => {
+      reads.push(id);
+      return readPoint(d, id);
+    };
+    try {
+      const before = await get();
+      assert.deepEqual(reads, [], 'nothing new: no manifest read');
+      const added = await v.point('sdb', t0 + 4 * minute, 5);
+      const gone = before.items.find((p) => p.disk === disk('sda') && p.consistency === 'crash' && p.capturedAt === new Date(t0 + 2 * minute).toISOString());
+      assert.ok(gone);
+      const manifest = (await v.repo.listPoints(disk('sda'))).find((m) => m.pointId === gone.pointId);
+      assert.ok(manifest);
+      await v.repo.deletePoint(manifest);
+      const after = await get();
+      assert.deepEqual(reads, [added.pointId], 'only the new point was read');
+      assert.equal(after.items[0]?.pointId, added.pointId);
+      assert.ok(!after.items.some((p) => p.pointId === gone.pointId), 'the pruned point is gone');
+      assert.equal(after.items.length, before.items.length);
+    } finally {
+      repo.readPoint = readPoint;
     }
   });
 

@@ -109,19 +109,46 @@ export function oldestCapture(point: ChosenPoint): number {
 }
 
 /**
+ * Manifests already read, by store disk and point id. A manifest never changes once
+ * written, so a page that asks for an item's points every few seconds costs one listing
+ * of names per disk and a read of each new point only, not a read of every point; what
+ * the listing no longer names is forgotten.
+ */
+export class ManifestCache {
+  private readonly byDisk = new Map<string, Map<string, PointManifest>>();
+
+  /** The manifests of `disk`'s points as the store names them now (a point pruned meanwhile is left out). */
+  async points(repo: Repository, disk: string): Promise<PointManifest[]> {
+    const known = this.byDisk.get(disk) ?? new Map<string, PointManifest>();
+    const now = new Map<string, PointManifest>();
+    for (const id of await repo.listPointIds(disk)) {
+      const m =
+        known.get(id) ??
+        (await repo.readPoint(disk, id).catch((err: unknown) => {
+          if (isLifeboatError(err) && err.code === 'NOT_FOUND') return undefined;
+          throw err;
+        }));
+      if (m) now.set(id, m);
+    }
+    this.byDisk.set(disk, now);
+    return [...now.values()];
+  }
+}
+
+/**
  * The item's points on all its disks, newest first by capture time (then id), at most
  * `limit`; and per disk (in the item's disk order) its newest point and its newest
  * app-consistent point — what `latest-processed` and `latest-app-consistent` would
  * choose. An item without disks has no points; the store is not opened then.
  */
-export async function listItemPoints(openStore: () => Promise<Repository>, item: ReplicatedItem, limit: number): Promise<ItemPoints> {
+export async function listItemPoints(openStore: () => Promise<Repository>, item: ReplicatedItem, limit: number, cache = new ManifestCache()): Promise<ItemPoints> {
   if (item.disks.length === 0) return { items: [], latestProcessed: [], latestAppConsistent: [] };
   const repo = await openStore();
   const all: ItemPoint[] = [];
   const latestProcessed: ItemPoint[] = [];
   const latestAppConsistent: ItemPoint[] = [];
   for (const d of item.disks) {
-    const manifests = await repo.listPoints(storeDiskName(item.id, d.name));
+    const manifests = await cache.points(repo, storeDiskName(item.id, d.name));
     const newest = newestCaptured(manifests, Infinity);
     const newestApp = newestCaptured(manifests.filter((m) => m.consistency === 'app'), Infinity);
     if (newest) latestProcessed.push(itemPoint(newest));

@@ -9,7 +9,7 @@ import type { VaultStores } from './vault-stores.js';
 import { paginate } from '../http/paging.js';
 import type { SessionService } from '../http/routes/sessions.js';
 import type { ItemPointsService } from '../http/routes/points.js';
-import { listItemPoints } from '../recovery/points.js';
+import { ManifestCache, listItemPoints } from '../recovery/points.js';
 import { DEFAULT_PASSWORD_COST, SignInAttempts, checkPasswordLength, hashPassword, verifyPassword, type PasswordCost } from './passwords.js';
 
 /**
@@ -253,6 +253,9 @@ export function checkStoreUrlHasNoSecret(storeUrl: string): void {
 
 /** An item's points, read from its vault's store (src/vault/recovery/points.ts listItemPoints). */
 export class DbItemPoints implements ItemPointsService {
+  /** The vault's stores are opened once (VaultStores), and so are the manifests read for this route. */
+  private readonly manifests = new ManifestCache();
+
   constructor(
     private readonly repos: Repositories,
     private readonly stores: VaultStores,
@@ -260,6 +263,6 @@ export class DbItemPoints implements ItemPointsService {
 
   async points(itemId: string, limit: number): Promise<ItemPoints> {
     const item = await this.repos.items.get(itemId);
-    return listItemPoints(() => this.stores.openVaultStore(item.vaultId), item, limit);
+    return listItemPoints(() => this.stores.openVaultStore(item.vaultId), item, limit, this.manifests);
   }
 }
