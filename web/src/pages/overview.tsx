@@ -225,9 +225,8 @@ export function Overview() {
                     </tr>
                   </thead>
                   <tbody>
-                    {newestFirst(list, (j) => j.createdAt)
-                      .slice(0, TOP)
-                      .map((j) => {
+                    {/* the vault answers them newest first, TOP at most */}
+                    {list.map((j) => {
                         const item = items.data?.find((i) => i.id === j.itemId);
                         return (
                           <tr key={j.id}>
