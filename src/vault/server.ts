@@ -65,7 +65,7 @@ export interface VaultServerOptions {
   readonly port: number;
   readonly now?: () => Date;
   /** Job step handlers (default: src/vault/jobs/runner.ts defaultStepHandlers) and queue poll interval. */
-  readonly jobs?: { readonly handlers?: StepHandlers; readonly pollIntervalMs?: number; readonly eventsPollMs?: number };
+  readonly jobs?: { readonly handlers?: StepHandlers; readonly pollIntervalMs?: number; readonly eventsPollMs?: number; readonly eventsKeepAliveMs?: number };
   /** Alert evaluation interval; default 5 s. */
   readonly alertIntervalMs?: number;
   /** The replica processor (src/vault/replica): its pass interval (default 1 s), or off (tests that drive processNow). */
@@ -202,7 +202,10 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
         machinesRoutes(new DbMachines(repos)),
         accountsRoutes(new DbAccounts(repos, secretBox)),
         replicationRoutes(new DbReplication(repos, now)),
-        jobsRoutes(new DbJobs(repos, now), options.jobs?.eventsPollMs === undefined ? {} : { eventsPollMs: options.jobs.eventsPollMs }),
+        jobsRoutes(new DbJobs(repos, now), {
+          ...(options.jobs?.eventsPollMs === undefined ? {} : { eventsPollMs: options.jobs.eventsPollMs }),
+          ...(options.jobs?.eventsKeepAliveMs === undefined ? {} : { eventsKeepAliveMs: options.jobs.eventsKeepAliveMs }),
+        }),
         alertsRoutes(new DbAlerts(repos)),
         registrationKeysRoutes(registration),
         configServersRoutes(registration, audit, now),

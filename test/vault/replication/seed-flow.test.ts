@@ -173,12 +173,12 @@ describe('replication: seed steps 1 and 5', () => {
     }
   });
 
-  it('job events: one data line per change, the stream ends with the job', async () => {
+  it('job events: one data line per change, a keep-alive comment while nothing changes, the stream ends with the job', async () => {
     const clock = offsetClock();
     const prereq = gate();
     const server = await start(join(tmp.path, 'sse'), {
       now: clock.now,
-      jobs: { pollIntervalMs: 50, eventsPollMs: 50, handlers: { 'enable-protection': { ...defaultStepHandlers()['enable-protection'], 'Prerequisites check': prereq.handler } } },
+      jobs: { pollIntervalMs: 50, eventsPollMs: 50, eventsKeepAliveMs: 100, handlers: { 'enable-protection': { ...defaultStepHandlers()['enable-protection'], 'Prerequisites check': prereq.handler } } },
     });
     const admin = server.initialAdminToken!;
     const { call } = client(server.url);
@@ -193,9 +193,11 @@ describe('replication: seed steps 1 and 5', () => {
       assert.equal(res.status, 200);
       assert.match(res.headers.get('content-type') ?? '', /text\/event-stream/);
       const reading = res.text();
-      await new Promise((r) => setTimeout(r, 150));
+      // The step is held for 400 ms: nothing changes, so the stream says it is alive at least once.
+      await new Promise((r) => setTimeout(r, 400));
       prereq.release();
       const text = await reading; // resolves only because the stream closes when the job ends
+      assert.match(text, /^: keep-alive$/m, text);
       const events = text.split('\n').filter((l) => l.startsWith('data: ')).map((l) => JSON.parse(l.slice(6)) as { state: string; steps: { state: string }[] });
       assert.ok(events.length >= 2, text);
       assert.equal(events[0]!.state, 'running');

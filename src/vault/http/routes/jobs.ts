@@ -32,10 +32,17 @@ export const jobSchema = object({
 
 /** How often the event stream looks at the job; changes by any process reach it through the database. */
 export const JOB_EVENTS_POLL_MS = 500;
+/**
+ * A stream with nothing to say for this long sends a comment line: a step that runs for
+ * minutes without progress must not look dead to clients and proxies that give up on a
+ * silent body (Node's fetch does after 300 s).
+ */
+export const JOB_EVENTS_KEEPALIVE_MS = 15_000;
 
 /** Jobs ("Enable protection", ...): list, show, live events, cancel. */
-export function jobsRoutes(jobs: DbJobs, options: { eventsPollMs?: number } = {}): RouteModule {
+export function jobsRoutes(jobs: DbJobs, options: { eventsPollMs?: number; eventsKeepAliveMs?: number } = {}): RouteModule {
   const pollMs = options.eventsPollMs ?? JOB_EVENTS_POLL_MS;
+  const keepAliveMs = options.eventsKeepAliveMs ?? JOB_EVENTS_KEEPALIVE_MS;
   return {
     name: 'jobs',
     register(app) {
@@ -98,11 +105,16 @@ export function jobsRoutes(jobs: DbJobs, options: { eventsPollMs?: number } = {}
           streams.add(end);
           res.on('close', end);
           let last = '';
+          let wroteAtMs = Date.now();
           for (;;) {
             const text = JSON.stringify(job);
             if (text !== last) {
               res.write(`id: ${Date.now()}\ndata: ${text}\n\n`);
               last = text;
+              wroteAtMs = Date.now();
+            } else if (Date.now() - wroteAtMs >= keepAliveMs) {
+              res.write(': keep-alive\n\n');
+              wroteAtMs = Date.now();
             }
             if (closed || ENDED_JOB_STATES.includes(job.state)) break;
             await new Promise<void>((r) => {
